@@ -1,0 +1,1 @@
+"""Signing keys and tokens: pure functions, no Kubernetes client."""
