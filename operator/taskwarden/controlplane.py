@@ -1,0 +1,544 @@
+"""A real local Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+
+Used by the integration tests (one session-scoped fixture), by `make demo` and by
+`taskwarden controlplane up|down|env`. Binaries are built from Go modules at a pinned Kubernetes
+release by scripts/build-controlplane.sh and cached under ~/.cache/taskwarden/controlplane/<ver>/;
+KUBEBUILDER_ASSETS is honoured for binaries a user already has. Everything here is real: RBAC,
+admission webhooks, TokenRequest/TokenReview, impersonation and garbage collection all work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as dt
+import ipaddress
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+K8S_VERSION = os.environ.get("TASKWARDEN_K8S_VERSION", "v1.36.3")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+BUILD_SCRIPT = Path(__file__).parent / "scripts" / "build-controlplane.sh"
+# Only what Taskwarden relies on: owner-reference GC, namespace deletion, service accounts and
+# their tokens, and the kube-root-ca.crt ConfigMap. Node and cloud controllers have no nodes here.
+CONTROLLERS = ",".join(
+    [
+        "garbage-collector-controller",
+        "namespace-controller",
+        "serviceaccount-controller",
+        "serviceaccount-token-controller",
+        "root-ca-certificate-publisher-controller",
+    ]
+)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TASKWARDEN_CACHE", Path.home() / ".cache" / "taskwarden"))
+
+
+def default_state_dir() -> Path:
+    return cache_dir() / "run" / "default"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be built or started; the message says which part and why."""
+
+
+def find_binaries(*, build: bool = True) -> dict[str, Path]:
+    """Locate the binaries: KUBEBUILDER_ASSETS first, then the per-version cache, else build."""
+    found: dict[str, Path] = {}
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    cached = cache_dir() / "controlplane" / K8S_VERSION
+    for name in BINARIES:
+        for d in ([Path(assets)] if assets else []) + [cached]:
+            if (d / name).is_file() and os.access(d / name, os.X_OK):
+                found[name] = d / name
+                break
+    missing = [n for n in BINARIES if n not in found]
+    if missing and build:
+        proc = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise ControlPlaneError(
+                f"building the control plane ({K8S_VERSION}) failed with exit code "
+                f"{proc.returncode}; see the build output above"
+            )
+        return find_binaries(build=False)
+    if missing:
+        raise ControlPlaneError(f"control plane binaries missing: {', '.join(missing)}")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- PKI
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _cert(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    server_sans: list[x509.GeneralName] | None = None,
+    client: bool = False,
+    days: int = 365,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        b = b.add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+    usages = []
+    if server_sans is not None:
+        b = b.add_extension(x509.SubjectAlternativeName(server_sans), critical=False)
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if client:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    if usages:
+        b = b.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def write_pki(d: Path) -> None:
+    """CA, apiserver serving cert, admin client cert (system:masters), SA signing key pair."""
+    d.mkdir(parents=True, exist_ok=True)
+    ca_key = _key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "taskwarden-local-ca")])
+    ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True, days=3650)
+    sans: list[x509.GeneralName] = [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        x509.DNSName("localhost"),
+        x509.DNSName("kubernetes"),
+        x509.DNSName("kubernetes.default"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.DNSName("kubernetes.default.svc.cluster.local"),
+    ]
+    srv_key = _key()
+    srv = _cert(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
+        srv_key, ca_name, ca_key, server_sans=sans,
+    )
+    adm_key = _key()
+    adm = _cert(
+        x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "taskwarden-admin"),
+            ]
+        ),
+        adm_key, ca_name, ca_key, client=True,
+    )
+    sa_key = _key()
+    files = {
+        "ca.crt": _pem_cert(ca),
+        "ca.key": _pem_key(ca_key),
+        "apiserver.crt": _pem_cert(srv),
+        "apiserver.key": _pem_key(srv_key),
+        "admin.crt": _pem_cert(adm),
+        "admin.key": _pem_key(adm_key),
+        "sa.key": _pem_key(sa_key),
+        "sa.pub": sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    }
+    for name, data in files.items():
+        p = d / name
+        p.write_bytes(data)
+        p.chmod(0o600)
+
+
+def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "taskwarden-local",
+                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": "taskwarden-admin",
+                "user": {
+                    "client-certificate": str(pki / "admin.crt"),
+                    "client-key": str(pki / "admin.key"),
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": "taskwarden-local",
+                "context": {"cluster": "taskwarden-local", "user": "taskwarden-admin"},
+            }
+        ],
+        "current-context": "taskwarden-local",
+    }
+    path.write_text(json.dumps(cfg, indent=2))
+    path.chmod(0o600)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _die_with_parent() -> None:
+    """Run in the child: get SIGKILL when the launching process dies, so nothing leaks."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class ControlPlane:
+    """A running control plane. `stop()` ends every process; state lives in `workdir`."""
+
+    workdir: Path
+    server: str
+    kubeconfig: Path
+    pids: dict[str, int] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    version: str = K8S_VERSION
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+
+    @property
+    def pki(self) -> Path:
+        return self.workdir / "pki"
+
+    def api_client(self) -> Any:
+        """An admin `kubernetes.client.ApiClient` (imported lazily: only callers need it)."""
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(
+            config_file=str(self.kubeconfig), client_configuration=cfg, persist_config=False
+        )
+        return client.ApiClient(cfg)
+
+    def log_tails(self, lines: int = 40) -> str:
+        out = []
+        for name, path in self.logs.items():
+            with contextlib.suppress(OSError):
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"----- {name} ({path}) last {len(tail)} lines -----")
+                out.extend(tail)
+        return "\n".join(out)
+
+    def alive(self) -> dict[str, bool]:
+        res = {}
+        for name, pid in self.pids.items():
+            try:
+                os.kill(pid, 0)
+                res[name] = True
+            except ProcessLookupError:
+                res[name] = False
+        for name, p in self._procs.items():
+            res[name] = p.poll() is None
+        return res
+
+    def stop(self) -> None:
+        """Terminate in reverse start order; SIGKILL whatever ignores SIGTERM for 5 s."""
+        order = ["kube-controller-manager", "kube-apiserver", "etcd"]
+        for name in order:
+            pid = self.pids.get(name)
+            if pid is None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for name in order:
+            pid = self.pids.get(name)
+            if pid is None:
+                continue
+            proc = self._procs.get(name)
+            while time.monotonic() < deadline:
+                if proc is not None:
+                    if proc.poll() is not None:
+                        break
+                else:
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        break
+                time.sleep(0.05)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                if proc is not None:
+                    with contextlib.suppress(Exception):
+                        proc.wait(2)
+        self.pids.clear()
+        self._procs.clear()
+        with contextlib.suppress(OSError):
+            (self.workdir / "state.json").unlink()
+
+    def save(self) -> None:
+        state = {
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "pids": self.pids,
+            "logs": {k: str(v) for k, v in self.logs.items()},
+            "version": self.version,
+        }
+        (self.workdir / "state.json").write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, workdir: Path) -> ControlPlane | None:
+        try:
+            state = json.loads((workdir / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(
+            workdir=workdir,
+            server=state["server"],
+            kubeconfig=Path(state["kubeconfig"]),
+            pids={k: int(v) for k, v in state["pids"].items()},
+            logs={k: Path(v) for k, v in state["logs"].items()},
+            version=state.get("version", K8S_VERSION),
+        )
+
+    def env(self) -> dict[str, str]:
+        return {"KUBECONFIG": str(self.kubeconfig), "TASKWARDEN_CONTROLPLANE": str(self.workdir)}
+
+
+def _spawn(
+    name: str, argv: list[str], logdir: Path, *, detach: bool
+) -> tuple[subprocess.Popen[bytes], Path]:
+    log = logdir / f"{name}.log"
+    fh = log.open("ab")
+    proc = subprocess.Popen(
+        argv,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop them in order
+        preexec_fn=None if detach else _die_with_parent,  # noqa: PLW1509
+    )
+    fh.close()
+    return proc, log
+
+
+def _ssl_context(pki: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    return ctx
+
+
+def _wait_http(
+    url: str, ctx: ssl.SSLContext | None, timeout: float, cp: ControlPlane, what: str
+) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        dead = [n for n, ok in cp.alive().items() if not ok]
+        if dead:
+            raise ControlPlaneError(
+                f"{', '.join(dead)} exited while waiting for {what}\n{cp.log_tails()}"
+            )
+        try:
+            with urllib.request.urlopen(url, context=ctx, timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return
+                last = f"HTTP {r.status}"
+        except (urllib.error.URLError, OSError) as e:
+            last = str(e)
+        time.sleep(0.1)
+    raise ControlPlaneError(f"{what} not ready after {timeout:.0f}s ({last})\n{cp.log_tails()}")
+
+
+def start(
+    workdir: Path | None = None, *, detach: bool = False, with_controller_manager: bool = True
+) -> ControlPlane:
+    """Start etcd, kube-apiserver and kube-controller-manager on free loopback ports.
+
+    Returns once /readyz (and the controller manager's /healthz) answer. With detach=False the
+    processes die with the calling process even if it is SIGKILLed (PR_SET_PDEATHSIG).
+    """
+    bins = find_binaries()
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="taskwarden-cp-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    pki, logdir, etcd_dir = workdir / "pki", workdir / "logs", workdir / "etcd"
+    logdir.mkdir(exist_ok=True)
+    write_pki(pki)
+    etcd_port, peer_port, api_port, kcm_port = (free_port() for _ in range(4))
+    server = f"https://127.0.0.1:{api_port}"
+    kubeconfig = workdir / "kubeconfig"
+    write_kubeconfig(kubeconfig, server, pki)
+    cp = ControlPlane(workdir=workdir, server=server, kubeconfig=kubeconfig)
+
+    def launch(name: str, argv: list[str]) -> None:
+        proc, log = _spawn(name, argv, logdir, detach=detach)
+        cp.pids[name], cp.logs[name] = proc.pid, log
+        cp._procs[name] = proc
+        cp.save()
+
+    try:
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        launch(
+            "etcd",
+            [
+                str(bins["etcd"]),
+                f"--data-dir={etcd_dir}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        _wait_http(f"{etcd_url}/health", None, 30, cp, "etcd")
+        launch(
+            "kube-apiserver",
+            [
+                str(bins["kube-apiserver"]),
+                f"--etcd-servers={etcd_url}",
+                f"--secure-port={api_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--cert-dir={workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--authorization-mode=RBAC",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--watch-cache=true",
+                "--event-ttl=1h",
+            ],
+        )
+        _wait_http(f"{server}/readyz", _ssl_context(pki), 90, cp, "kube-apiserver /readyz")
+        if with_controller_manager:
+            launch(
+                "kube-controller-manager",
+                [
+                    str(bins["kube-controller-manager"]),
+                    f"--kubeconfig={kubeconfig}",
+                    f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}",
+                    f"--service-account-private-key-file={pki / 'sa.key'}",
+                    f"--root-ca-file={pki / 'ca.crt'}",
+                    "--use-service-account-credentials=false",
+                    "--leader-elect=false",
+                    f"--controllers={CONTROLLERS}",
+                    f"--secure-port={kcm_port}",
+                    "--bind-address=127.0.0.1",
+                    f"--cert-dir={workdir / 'kcm-certs'}",
+                    "--concurrent-gc-syncs=5",
+                ],
+            )
+            insecure = ssl.create_default_context()
+            insecure.check_hostname = False
+            insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; /healthz only
+            _wait_http(
+                f"https://127.0.0.1:{kcm_port}/healthz", insecure, 60, cp,
+                "kube-controller-manager /healthz",
+            )
+    except BaseException:
+        cp.stop()
+        raise
+    return cp
+
+
+def stop_dir(workdir: Path) -> bool:
+    cp = ControlPlane.load(workdir)
+    if cp is None:
+        return False
+    cp.stop()
+    return True
+
+
+def install_crds(api_client: Any, crd_dir: Path, timeout: float = 30) -> list[str]:
+    """Create or replace every CRD in crd_dir and wait until each is Established."""
+    import yaml
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    ext = client.ApiextensionsV1Api(api_client)
+    names = []
+    for path in sorted(crd_dir.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            name = doc["metadata"]["name"]
+            names.append(name)
+            try:
+                ext.create_custom_resource_definition(doc)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                cur = ext.read_custom_resource_definition(name)
+                doc["metadata"]["resourceVersion"] = cur.metadata.resource_version
+                ext.replace_custom_resource_definition(name, doc)
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            crd = ext.read_custom_resource_definition(name)
+            conds = {c.type: c.status for c in (crd.status.conditions or [])}
+            if conds.get("Established") == "True":
+                pending.discard(name)
+        if pending:
+            time.sleep(0.1)
+    if pending:
+        raise ControlPlaneError(f"CRDs not Established after {timeout}s: {sorted(pending)}")
+    return names

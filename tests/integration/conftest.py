@@ -1,0 +1,103 @@
+"""One real control plane per test session, shared by every integration test.
+
+Fixtures: `cluster` (the running control plane), `api` (an admin ApiClient), `crds` (CRDs from
+crds/ installed and Established), `namespace` (a fresh namespace per test) and `operator`
+(a `taskwarden run` subprocess against the control plane). A failing test prints the tail of
+the control plane's and the operator's logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from taskwarden import controlplane
+from tests.integration import helpers
+
+ROOT = Path(__file__).resolve().parents[2]
+_LOG_SOURCES: list[Any] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and "tests/integration" in str(item.fspath):
+        for source in _LOG_SOURCES:
+            with contextlib.suppress(Exception):
+                report.sections.append((f"logs: {source.name}", source.log_tails()))
+    return report
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.ControlPlane]:
+    cp = controlplane.start(tmp_path_factory.mktemp("controlplane"))
+    cp.name = "controlplane"  # type: ignore[attr-defined]
+    _LOG_SOURCES.append(cp)
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def api(cluster: controlplane.ControlPlane) -> client.ApiClient:
+    return cluster.api_client()
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: controlplane.ControlPlane, api: client.ApiClient) -> list[str]:
+    return controlplane.install_crds(api, ROOT / "crds")
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(ApiException):
+            core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def operator_namespace(api: client.ApiClient, crds: list[str]) -> str:
+    name = "taskwarden-system"
+    with contextlib.suppress(ApiException):
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    return name
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: controlplane.ControlPlane,
+    operator_namespace: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[helpers.OperatorProcess]:
+    op = helpers.OperatorProcess(
+        kubeconfig=cluster.kubeconfig,
+        workdir=tmp_path_factory.mktemp("operator"),
+        operator_namespace=operator_namespace,
+        env=dict(os.environ),
+    )
+    _LOG_SOURCES.append(op)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()

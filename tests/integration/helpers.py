@@ -1,0 +1,221 @@
+"""Helpers for integration tests: the operator as a real subprocess, waiting, and playing kubelet."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes import client
+
+from taskwarden import controlplane
+
+T = TypeVar("T")
+GROUP, VERSION = "taskwarden.dev", "v1alpha1"
+
+
+def wait_for(
+    fn: Callable[[], T | None], timeout: float = 20, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll fn until it returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last error
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}: last={last!r}")
+
+
+@dataclass
+class OperatorProcess:
+    """`taskwarden run` as a subprocess against the local control plane."""
+
+    kubeconfig: Path
+    workdir: Path
+    operator_namespace: str
+    env: dict[str, str]
+    extra_args: list[str] = field(default_factory=list)
+    name: str = "operator"
+    metrics_port: int = field(default_factory=controlplane.free_port)
+    health_port: int = field(default_factory=controlplane.free_port)
+    webhook_port: int = field(default_factory=controlplane.free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "operator.log"
+
+    def start(self, wait: bool = True) -> None:
+        env = dict(self.env)
+        env.update(
+            {
+                "KUBECONFIG": str(self.kubeconfig),
+                "TASKWARDEN_OPERATOR_NAMESPACE": self.operator_namespace,
+                "TASKWARDEN_METRICS_PORT": str(self.metrics_port),
+                "TASKWARDEN_HEALTH_PORT": str(self.health_port),
+                "TASKWARDEN_WEBHOOK_PORT": str(self.webhook_port),
+                "TASKWARDEN_WEBHOOK_URL": f"https://127.0.0.1:{self.webhook_port}",
+                "TASKWARDEN_ISSUER": f"https://127.0.0.1:{self.webhook_port}",
+            }
+        )
+        self.starts += 1
+        fh = self.log.open("ab")
+        fh.write(f"\n===== start #{self.starts} =====\n".encode())
+        fh.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "taskwarden", "run", *self.extra_args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        fh.close()
+        if wait:
+            wait_for(self.healthy, timeout=60, what="operator /healthz")
+
+    def healthy(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"operator exited with {self.proc and self.proc.returncode}")
+        try:
+            with urllib.request.urlopen(  # noqa: S310
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+            ) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(  # noqa: S310
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2
+        ) as r:
+            return str(r.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric, _, rest = head.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no clean-up."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tails(self, lines: int = 80) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+# --------------------------------------------------------------------------- objects
+
+
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def create(api: client.ApiClient, ns: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+    return dict(custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, plural, body))
+
+
+def get(api: client.ApiClient, ns: str, plural: str, name: str) -> dict[str, Any]:
+    return dict(custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, plural, name))
+
+
+def patch(
+    api: client.ApiClient, ns: str, plural: str, name: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    return dict(custom(api).patch_namespaced_custom_object(GROUP, VERSION, ns, plural, name, body))
+
+
+def service_account(api: client.ApiClient, ns: str, name: str) -> None:
+    with contextlib.suppress(client.ApiException):
+        client.CoreV1Api(api).create_namespaced_service_account(ns, {"metadata": {"name": name}})
+
+
+def pod(
+    api: client.ApiClient,
+    ns: str,
+    name: str,
+    sa: str,
+    *,
+    running: bool = True,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Create a pod and, playing the kubelet, mark it Running through the status subresource."""
+    service_account(api, ns, sa)
+    core = client.CoreV1Api(api)
+    body = {
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {
+            "serviceAccountName": sa,
+            "automountServiceAccountToken": False,
+            "nodeName": "node-1",
+            "containers": [{"name": "agent", "image": "busybox", "command": ["sleep", "3600"]}],
+        },
+    }
+    created = core.create_namespaced_pod(ns, body)
+    if running:
+        set_pod_phase(api, ns, name, "Running")
+    return dict(api.sanitize_for_serialization(created))
+
+
+def set_pod_phase(api: client.ApiClient, ns: str, name: str, phase: str) -> None:
+    ready = "True" if phase == "Running" else "False"
+    client.CoreV1Api(api).patch_namespaced_pod_status(
+        name,
+        ns,
+        {
+            "status": {
+                "phase": phase,
+                "conditions": [{"type": "Ready", "status": ready}],
+                "podIP": "10.1.0.7",
+            }
+        },
+    )
+
+
+def delete_pod(api: client.ApiClient, ns: str, name: str) -> None:
+    client.CoreV1Api(api).delete_namespaced_pod(name, ns, grace_period_seconds=0)
+
+
+def secret_or_none(api: client.ApiClient, ns: str, name: str) -> Any:
+    try:
+        return client.CoreV1Api(api).read_namespaced_secret(name, ns)
+    except client.ApiException as e:
+        if e.status == 404:
+            return None
+        raise
