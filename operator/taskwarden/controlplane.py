@@ -473,8 +473,6 @@ def start(
                 [
                     str(bins["kube-controller-manager"]),
                     f"--kubeconfig={kubeconfig}",
-                    f"--authentication-kubeconfig={kubeconfig}",
-                    f"--authorization-kubeconfig={kubeconfig}",
                     f"--service-account-private-key-file={pki / 'sa.key'}",
                     f"--root-ca-file={pki / 'ca.crt'}",
                     "--use-service-account-credentials=false",

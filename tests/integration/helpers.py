@@ -219,3 +219,123 @@ def secret_or_none(api: client.ApiClient, ns: str, name: str) -> Any:
         if e.status == 404:
             return None
         raise
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def policy_body(
+    name: str = "agents",
+    accounts: tuple[str, ...] = ("agent",),
+    *,
+    tool: str = "github",
+    actions: tuple[str, ...] = ("read", "comment"),
+    resources: tuple[str, ...] = ("repo:acme/*",),
+    audiences: tuple[str, ...] = ("https://api.github.com",),
+    approval: str = "none",
+    max_ttl: str = "1h",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "subjects": {"serviceAccounts": list(accounts)},
+        "rules": [
+            {
+                "tool": tool,
+                "actions": list(actions),
+                "resources": list(resources),
+                "audiences": list(audiences),
+                "maxDataClass": "internal",
+                "approval": approval,
+            }
+        ],
+        "maxTTL": max_ttl,
+        "maxCredentialTTL": "10m",
+    }
+    if approval == "required":
+        spec["approvers"] = ["user:alice", "group:sre"]
+    spec.update(extra or {})
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentPolicy",
+            "metadata": {"name": name}, "spec": spec}
+
+
+def task_body(
+    name: str,
+    sa: str = "agent",
+    *,
+    pod_name: str | None = None,
+    tool: str = "github",
+    actions: tuple[str, ...] = ("read",),
+    resources: tuple[str, ...] = ("repo:acme/widgets",),
+    audiences: tuple[str, ...] = ("https://api.github.com",),
+    ttl: str = "30m",
+    credential_ttl: str = "5m",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    agent: dict[str, Any] = {"serviceAccountName": sa}
+    if pod_name:
+        agent["podName"] = pod_name
+    spec: dict[str, Any] = {
+        "agent": agent,
+        "intent": f"integration test {name}",
+        "scopes": [{"tool": tool, "actions": list(actions), "resources": list(resources)}],
+        "audiences": list(audiences),
+        "dataClass": "internal",
+        "ttl": ttl,
+        "credentialTTL": credential_ttl,
+    }
+    spec.update(extra or {})
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentTask",
+            "metadata": {"name": name}, "spec": spec}
+
+
+def phase_of(api: client.ApiClient, ns: str, name: str) -> str | None:
+    return (get(api, ns, "agenttasks", name).get("status") or {}).get("phase")
+
+
+def wait_phase(
+    api: client.ApiClient, ns: str, name: str, phase: str, timeout: float = 20
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        t = get(api, ns, "agenttasks", name)
+        return t if (t.get("status") or {}).get("phase") == phase else None
+
+    try:
+        return wait_for(check, timeout=timeout, what=f"{ns}/{name} phase {phase}")
+    except AssertionError as e:
+        st = get(api, ns, "agenttasks", name).get("status")
+        raise AssertionError(f"{e}; status now: {st}") from None
+
+
+def jwks(api: client.ApiClient, operator_ns: str) -> dict[str, Any]:
+    import json
+
+    cm = client.CoreV1Api(api).read_namespaced_config_map("taskwarden-jwks", operator_ns)
+    return dict(json.loads(cm.data["jwks.json"]))
+
+
+def revoked_jtis(api: client.ApiClient, operator_ns: str) -> set[str]:
+    import json
+
+    try:
+        cm = client.CoreV1Api(api).read_namespaced_config_map(
+            "taskwarden-revocations", operator_ns
+        )
+    except client.ApiException as e:
+        if e.status == 404:
+            return set()
+        raise
+    data = json.loads((cm.data or {}).get("revocations.json", "{}") or "{}")
+    return {e["jti"] for e in data.get("revoked", [])}
+
+
+def token_of(secret: Any) -> str:
+    import base64
+
+    return base64.b64decode(secret.data["token"]).decode()
+
+
+def events_for(api: client.ApiClient, ns: str, name: str) -> list[Any]:
+    evs = client.EventsV1Api(api).list_namespaced_event(
+        ns, field_selector=f"regarding.name={name}"
+    )
+    return list(evs.items)

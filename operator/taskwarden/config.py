@@ -1,0 +1,136 @@
+"""Operator settings: one frozen dataclass per concern, built from flags and environment in one place.
+
+Called by cli.py (`taskwarden run`), which passes the result to every service. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from e
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from e
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means cluster-wide."""
+    operator_namespace: str = "taskwarden-system"
+    """Where signing keys, JWKS, revocation list, webhook TLS and peering live."""
+    peering: str = "taskwarden"
+    """kopf peering name for active/standby; empty string runs standalone (single replica)."""
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    trust_domain: str = "cluster.local"
+    issuer: str = "https://taskwarden.taskwarden-system.svc"
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    alg: str = "ES256"
+    rotation_period: float = 24 * 3600.0
+    """Seconds a signing key stays active before the next one takes over."""
+    publish_delay: float = 600.0
+    """Seconds a new key sits in the JWKS before it signs, so verifiers have fetched it."""
+    retain: float = 3600.0
+    """Seconds a retired key stays in the JWKS; must exceed the longest credential TTL."""
+    check_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class LifecycleSettings:
+    sweep_interval: float = 60.0
+    """Seconds between full reconciliations (orphans, missed expiries, re-attestation)."""
+    revocation_flush: float = 0.02
+    """Seconds to coalesce revocation-list writes; bounds revocation lag from above."""
+    revocation_max_entries: int = 20000
+    api_workers: int = 32
+    """Threads for blocking Kubernetes client calls, kept off kopf's event loop."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    metrics_port: int = 9090
+    health_port: int = 8080
+    webhook_port: int = 9443
+    webhook_url: str = ""
+    """Base URL the apiserver calls for webhooks (local development), e.g. https://127.0.0.1:9443."""
+    webhook_service: str = ""
+    """Service name for webhooks in a cluster; used when webhook_url is empty."""
+    manage_webhooks: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    keys: KeySettings = field(default_factory=KeySettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from TASKWARDEN_* variables; keyword overrides (from flags) win."""
+    env = os.environ if env is None else env
+    op_ns = env.get("TASKWARDEN_OPERATOR_NAMESPACE") or env.get("POD_NAMESPACE") or (
+        "taskwarden-system"
+    )
+    namespaces = tuple(n for n in env.get("TASKWARDEN_NAMESPACES", "").split(",") if n.strip())
+    ov = dict(overrides)
+    watch = WatchSettings(
+        namespaces=tuple(ov.pop("namespaces", None) or namespaces),  # type: ignore[call-overload]
+        operator_namespace=str(ov.pop("operator_namespace", None) or op_ns),
+        peering=str(ov.pop("peering", env.get("TASKWARDEN_PEERING", "taskwarden"))),
+    )
+    identity = IdentitySettings(
+        trust_domain=str(
+            ov.pop("trust_domain", None) or env.get("TASKWARDEN_TRUST_DOMAIN", "cluster.local")
+        ),
+        issuer=str(
+            ov.pop("issuer", None)
+            or env.get("TASKWARDEN_ISSUER")
+            or f"https://taskwarden.{watch.operator_namespace}.svc"
+        ),
+    )
+    keys = KeySettings(
+        alg=env.get("TASKWARDEN_SIGNING_ALG", "ES256"),
+        rotation_period=_env_float(env, "TASKWARDEN_KEY_ROTATION_SECONDS", 24 * 3600.0),
+        publish_delay=_env_float(env, "TASKWARDEN_KEY_PUBLISH_DELAY_SECONDS", 600.0),
+        retain=_env_float(env, "TASKWARDEN_KEY_RETAIN_SECONDS", 3600.0),
+    )
+    lifecycle = LifecycleSettings(
+        sweep_interval=_env_float(env, "TASKWARDEN_SWEEP_SECONDS", 60.0),
+        revocation_max_entries=_env_int(env, "TASKWARDEN_REVOCATION_MAX_ENTRIES", 20000),
+    )
+    server = ServerSettings(
+        metrics_port=int(ov.pop("metrics_port", None) or _env_int(env, "TASKWARDEN_METRICS_PORT", 9090)),  # type: ignore[call-overload]
+        health_port=int(ov.pop("health_port", None) or _env_int(env, "TASKWARDEN_HEALTH_PORT", 8080)),  # type: ignore[call-overload]
+        webhook_port=int(ov.pop("webhook_port", None) or _env_int(env, "TASKWARDEN_WEBHOOK_PORT", 9443)),  # type: ignore[call-overload]
+        webhook_url=env.get("TASKWARDEN_WEBHOOK_URL", ""),
+        webhook_service=env.get("TASKWARDEN_WEBHOOK_SERVICE", ""),
+        manage_webhooks=env.get("TASKWARDEN_MANAGE_WEBHOOKS", "true").lower() != "false",
+    )
+    if ov:
+        raise TypeError(f"unknown settings: {sorted(ov)}")
+    return Settings(watch=watch, identity=identity, keys=keys, lifecycle=lifecycle, server=server)

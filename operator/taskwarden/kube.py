@@ -1,0 +1,181 @@
+"""The one thin async wrapper over the Kubernetes API used by every Taskwarden service.
+
+The official client is synchronous; each call runs on a dedicated thread pool so kopf's event
+loop never blocks. Only this module (and controlplane.py, for tests) imports `kubernetes`.
+Callers get plain dicts and `ApiError` with the HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from taskwarden import GROUP, VERSION
+
+T = TypeVar("T")
+TASKS, POLICIES, APPROVALS = "agenttasks", "agentpolicies", "agentapprovals"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, body: str = "") -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.body = body
+
+
+def load_client_config(pool_size: int = 32) -> client.Configuration:
+    """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg, persist_config=False)
+    # The default pool of 4 connections would make concurrent calls open and drop TLS sessions.
+    cfg.connection_pool_maxsize = pool_size
+    return cfg
+
+
+class Kube:
+    """Async facade: `await kube.get_task(ns, name)` etc. Thread-safe; one per process."""
+
+    def __init__(self, cfg: client.Configuration | None = None, workers: int = 32) -> None:
+        self.api_client = client.ApiClient(cfg or load_client_config(workers))
+        self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.admreg = client.AdmissionregistrationV1Api(self.api_client)
+        self.events = client.EventsV1Api(self.api_client)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except ApiException as e:
+            raise ApiError(e.status or 0, e.reason or "", e.body or "") from None
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        return obj if isinstance(obj, dict) else dict(self.api_client.sanitize_for_serialization(obj))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.api_client.close()
+
+    # ---------------------------------------------------------------- custom resources
+
+    async def get(self, plural: str, ns: str, name: str) -> dict[str, Any]:
+        return dict(
+            await self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, plural, name)
+        )
+
+    async def list(self, plural: str, ns: str | None = None) -> list[dict[str, Any]]:
+        if ns:
+            res = await self._call(
+                self.custom.list_namespaced_custom_object, GROUP, VERSION, ns, plural
+            )
+        else:
+            res = await self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, plural)
+        return list(res.get("items", []))
+
+    async def patch_status(
+        self,
+        plural: str,
+        ns: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """Merge-patch status. With resource_version, the write fails (409) if anything changed
+        since that version: the optimistic lock that keeps two operators from both issuing."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return dict(
+            await self._call(
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP, VERSION, ns, plural, name, body,
+            )
+        )
+
+    # ---------------------------------------------------------------- core objects
+
+    async def list_pods(self, ns: str | None = None) -> list[dict[str, Any]]:
+        if ns:
+            res = await self._call(self.core.list_namespaced_pod, ns)
+        else:
+            res = await self._call(self.core.list_pod_for_all_namespaces)
+        return [self._plain(p) for p in res.items]
+
+    async def get_secret(self, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(await self._call(self.core.read_namespaced_secret, name, ns))
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def create_secret(self, ns: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._plain(await self._call(self.core.create_namespaced_secret, ns, body))
+
+    async def replace_secret(self, ns: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._plain(await self._call(self.core.replace_namespaced_secret, name, ns, body))
+
+    async def put_secret(self, ns: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create, or replace unconditionally when it exists: idempotent delivery."""
+        try:
+            return await self.create_secret(ns, body)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            return await self.replace_secret(ns, body["metadata"]["name"], body)
+
+    async def delete_secret(self, ns: str, name: str) -> bool:
+        """Delete; False when it was already gone."""
+        try:
+            await self._call(
+                self.core.delete_namespaced_secret, name, ns, grace_period_seconds=0
+            )
+            return True
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+
+    async def list_secrets(self, ns: str | None, label_selector: str) -> list[dict[str, Any]]:
+        if ns:
+            res = await self._call(
+                self.core.list_namespaced_secret, ns, label_selector=label_selector
+            )
+        else:
+            res = await self._call(
+                self.core.list_secret_for_all_namespaces, label_selector=label_selector
+            )
+        return [self._plain(s) for s in res.items]
+
+    async def get_configmap(self, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._plain(await self._call(self.core.read_namespaced_config_map, name, ns))
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def create_configmap(self, ns: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._plain(await self._call(self.core.create_namespaced_config_map, ns, body))
+
+    async def replace_configmap(
+        self, ns: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return self._plain(
+            await self._call(self.core.replace_namespaced_config_map, name, ns, body)
+        )
+
+    async def create_event(self, ns: str, body: Mapping[str, Any]) -> None:
+        await self._call(self.events.create_namespaced_event, ns, body)

@@ -1,0 +1,55 @@
+"""Prometheus metric definitions (names fixed by the contract). Definitions only, no logic.
+
+Services import this module and update the metrics; cli.py serves them on the metrics port.
+No label ever carries a token, a jti or any other per-credential value (bounded cardinality).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+credentials_issued = Counter(
+    "taskwarden_credentials_issued",
+    "Credentials issued (first issue and rotations).",
+    ["kind"],
+)
+credentials_revoked = Counter(
+    "taskwarden_credentials_revoked", "Credentials revoked, by reason.", ["reason"]
+)
+active_credentials = Gauge("taskwarden_active_credentials", "Tasks holding a live credential.")
+policy_decisions = Counter(
+    "taskwarden_policy_decisions", "Policy decisions, by outcome.", ["decision"]
+)
+issuance_duration = Histogram(
+    "taskwarden_issuance_duration_seconds",
+    "From the task event to the credential Secret written and status Active.",
+    buckets=_LATENCY,
+)
+revocation_lag = Histogram(
+    "taskwarden_revocation_lag_seconds",
+    "From the revocation trigger (completion, expiry, context change) to Secret gone and jti listed.",
+    buckets=_LATENCY,
+)
+admission_requests = Counter(
+    "taskwarden_admission_requests", "Admission reviews answered.", ["webhook", "allowed"]
+)
+admission_duration = Histogram(
+    "taskwarden_admission_duration_seconds",
+    "Time to answer an admission review, in process.",
+    ["webhook"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+)
+identity_verifications = Counter(
+    "taskwarden_identity_verifications", "Pod attestations, by result.", ["result"]
+)
+signing_key_age = Gauge(
+    "taskwarden_signing_key_age_seconds", "Age of the active signing key."
+)
+revocation_list_entries = Gauge(
+    "taskwarden_revocation_list_entries", "Entries in the published revocation list."
+)
+reconcile_errors = Counter(
+    "taskwarden_reconcile_errors", "Errors while reconciling a task, by stage.", ["stage"]
+)

@@ -1,0 +1,234 @@
+"""Publishes what verifiers need: signing keys (Secret), JWKS and the revocation list (ConfigMaps).
+
+Called by the reconciler (sign with the active key, revoke a jti) and by the TLS server
+(/.well-known/jwks.json, /revocations). Keys are created exactly once even when two operators
+start together (create, and on conflict adopt the winner's); every write to a shared object is
+a replace with the read resourceVersion, retried on conflict after merging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from taskwarden import metrics
+from taskwarden.config import KeySettings, LifecycleSettings
+from taskwarden.credentials import keys as keymod
+from taskwarden.credentials.revocation import RevocationList
+from taskwarden.kube import ApiError, Kube
+
+log = logging.getLogger(__name__)
+KEYS_SECRET = "taskwarden-signing-keys"
+JWKS_CONFIGMAP = "taskwarden-jwks"
+REVOCATIONS_CONFIGMAP = "taskwarden-revocations"
+LABELS = {"app.kubernetes.io/managed-by": "taskwarden"}
+
+
+def _b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def _unb64(data: dict[str, str] | None) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (data or {}).items()}
+
+
+class KeyManager:
+    def __init__(
+        self, kube: Kube, namespace: str, settings: KeySettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube, self.namespace, self.settings, self.clock = kube, namespace, settings, clock
+        self.keyset = keymod.KeySet(())
+        self._rv: str | None = None
+        self._lock = asyncio.Lock()
+
+    def _secret_body(self, ks: keymod.KeySet) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "metadata": {"name": KEYS_SECRET, "namespace": self.namespace, "labels": LABELS},
+            "type": "Opaque",
+            "data": {k: _b64(v) for k, v in ks.to_secret_data().items()},
+        }
+        if self._rv:
+            body["metadata"]["resourceVersion"] = self._rv
+        return body
+
+    async def load(self) -> bool:
+        """Read the keys Secret; False when it does not exist yet."""
+        secret = await self.kube.get_secret(self.namespace, KEYS_SECRET)
+        if secret is None:
+            return False
+        self.keyset = keymod.KeySet.from_secret_data(_unb64(secret.get("data")))
+        self._rv = secret["metadata"]["resourceVersion"]
+        return True
+
+    async def ensure(self) -> None:
+        """Load, create if missing (once across racing replicas), rotate if due, publish JWKS."""
+        async with self._lock:
+            if not await self.load():
+                ks, _ = keymod.KeySet(()).rotate(
+                    self.clock(), rotation_period=self.settings.rotation_period,
+                    publish_delay=self.settings.publish_delay, retain=self.settings.retain,
+                )
+                self._rv = None
+                try:
+                    created = await self.kube.create_secret(self.namespace, self._secret_body(ks))
+                    self.keyset, self._rv = ks, created["metadata"]["resourceVersion"]
+                    log.info("created signing keys %s", [k.kid for k in ks.keys])
+                except ApiError as e:
+                    if e.status != 409:
+                        raise
+                    await self.load()  # another replica won the race: adopt its keys
+            await self._rotate_locked()
+            await self.publish_jwks()
+
+    async def _rotate_locked(self) -> None:
+        for _ in range(5):
+            ks, changed = self.keyset.rotate(
+                self.clock(), rotation_period=self.settings.rotation_period,
+                publish_delay=self.settings.publish_delay, retain=self.settings.retain,
+            )
+            if not changed:
+                return
+            try:
+                res = await self.kube.replace_secret(
+                    self.namespace, KEYS_SECRET, self._secret_body(ks)
+                )
+                self.keyset, self._rv = ks, res["metadata"]["resourceVersion"]
+                log.info("signing keys rotated: %s", [k.kid for k in ks.keys])
+                return
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+                await self.load()
+
+    def active(self) -> keymod.SigningKey:
+        key = self.keyset.active(self.clock(), self.settings.publish_delay)
+        metrics.signing_key_age.set(max(0.0, self.clock() - key.created_at))
+        return key
+
+    def jwks(self) -> dict[str, Any]:
+        return self.keyset.jwks()
+
+    async def publish_jwks(self) -> None:
+        body = {
+            "metadata": {"name": JWKS_CONFIGMAP, "namespace": self.namespace, "labels": LABELS},
+            "data": {"jwks.json": json.dumps(self.jwks(), sort_keys=True)},
+        }
+        cur = await self.kube.get_configmap(self.namespace, JWKS_CONFIGMAP)
+        if cur is None:
+            with contextlib.suppress(ApiError):
+                await self.kube.create_configmap(self.namespace, body)
+                return
+            cur = await self.kube.get_configmap(self.namespace, JWKS_CONFIGMAP)
+        if cur and (cur.get("data") or {}) != body["data"]:
+            body["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+            with contextlib.suppress(ApiError):  # a racing replica wrote the same keys
+                await self.kube.replace_configmap(self.namespace, JWKS_CONFIGMAP, body)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.check_interval)
+            try:
+                await self.ensure()
+            except Exception:
+                log.exception("signing key maintenance failed; will retry")
+
+
+class RevocationPublisher:
+    """The revocation list, coalescing bursts of revocations into one ConfigMap write."""
+
+    def __init__(
+        self, kube: Kube, namespace: str, settings: LifecycleSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube, self.namespace, self.settings, self.clock = kube, namespace, settings, clock
+        self.list = RevocationList(max_entries=settings.revocation_max_entries)
+        self._rv: str | None = None
+        self._dirty = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def __contains__(self, jti: object) -> bool:
+        return jti in self.list
+
+    async def load(self) -> None:
+        cm = await self.kube.get_configmap(self.namespace, REVOCATIONS_CONFIGMAP)
+        if cm is None:
+            self._rv = None
+            return
+        self.list.merge(RevocationList.from_configmap_data(cm.get("data") or {}))
+        self._rv = cm["metadata"]["resourceVersion"]
+
+    def add(self, jti: str, exp: float) -> asyncio.Future[None]:
+        """Record a revoked jti; the future resolves once the ConfigMap holds it."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if exp <= self.clock():
+            fut.set_result(None)  # already expired: nothing to publish
+            return fut
+        self.list.add(jti, exp)
+        self._waiters.append(fut)
+        self._dirty.set()
+        return fut
+
+    def _body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "metadata": {
+                "name": REVOCATIONS_CONFIGMAP, "namespace": self.namespace, "labels": LABELS,
+            },
+            "data": self.list.to_configmap_data(self.clock()),
+        }
+        if self._rv:
+            body["metadata"]["resourceVersion"] = self._rv
+        return body
+
+    async def flush(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        try:
+            dropped = self.list.prune(self.clock())
+            del dropped
+            for _ in range(10):
+                try:
+                    if self._rv is None:
+                        res = await self.kube.create_configmap(self.namespace, self._body())
+                    else:
+                        res = await self.kube.replace_configmap(
+                            self.namespace, REVOCATIONS_CONFIGMAP, self._body()
+                        )
+                    self._rv = res["metadata"]["resourceVersion"]
+                    break
+                except ApiError as e:
+                    if e.status != 409:
+                        raise
+                    await self.load()  # another writer: merge its entries, then retry
+            else:
+                raise RuntimeError("revocation list: too many write conflicts")
+            metrics.revocation_list_entries.set(len(self.list))
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+        except Exception as e:
+            self._waiters.extend(waiters)  # retried on the next flush
+            self._dirty.set()
+            raise e
+
+    async def run(self) -> None:
+        last_prune = self.clock()
+        while True:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), timeout=30)
+            except TimeoutError:
+                if self.clock() - last_prune < 30 or not len(self.list):
+                    continue
+            last_prune = self.clock()
+            self._dirty.clear()
+            await asyncio.sleep(self.settings.revocation_flush)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("publishing the revocation list failed; retrying")
+                await asyncio.sleep(0.5)

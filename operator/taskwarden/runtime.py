@@ -1,0 +1,107 @@
+"""Wires the services together for one operator process and runs their background loops.
+
+Called by handlers.py at kopf start-up and clean-up. Holds no logic of its own beyond order:
+load keys and the revocation list, warm the indexes from one LIST each, sweep orphaned
+Secrets, then let kopf's watchers deliver tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskwarden import config, status
+from taskwarden.index import Index
+from taskwarden.kube import APPROVALS, POLICIES, TASKS, Kube
+from taskwarden.publishing import KeyManager, RevocationPublisher
+from taskwarden.reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: config.Settings
+    kube: Kube
+    index: Index
+    keys: KeyManager
+    revocations: RevocationPublisher
+    reconciler: Reconciler
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def _list_each(self, fn: Any, *args: Any) -> list[dict[str, Any]]:
+        nss = self.settings.watch.namespaces
+        if not nss:
+            return list(await fn(*args, None))
+        out: list[dict[str, Any]] = []
+        for ns in nss:
+            out += await fn(*args, ns)
+        return out
+
+    async def warm(self) -> None:
+        t0 = time.monotonic()
+        for pod in await self._list_each(self.kube.list_pods):
+            self.index.put_pod(pod)
+        for pol in await self._list_each(self.kube.list, POLICIES):
+            self.index.put_policy(pol)
+        for appr in await self._list_each(self.kube.list, APPROVALS):
+            self.index.put_approval(appr)
+        removed = await self.reconciler.resync_secrets()
+        log.info(
+            "indexes warm in %.2fs: %d namespaces with pods, %d orphaned secrets removed",
+            time.monotonic() - t0, len(self.index.pods), removed,
+        )
+
+    async def sweep(self) -> None:
+        """Periodic full reconciliation: orphans, missed expiries, re-attestation."""
+        interval = self.settings.lifecycle.sweep_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reconciler.resync_secrets()
+                for task in await self._list_each(self.kube.list, TASKS):
+                    phase = (task.get("status") or {}).get("phase")
+                    if phase not in status.TERMINAL:
+                        md = task["metadata"]
+                        self.reconciler.refresh_soon([(md["namespace"], md["name"])])
+            except Exception:
+                log.exception("periodic sweep failed; next in %ss", interval)
+
+    def start_background(self) -> None:
+        for coro in (
+            self.reconciler.scheduler.run(),
+            self.revocations.run(),
+            self.keys.run(),
+            self.sweep(),
+        ):
+            self.tasks.append(asyncio.create_task(coro))
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        with contextlib.suppress(Exception):
+            await self.revocations.flush()
+        self.kube.close()
+
+
+async def build(settings: config.Settings) -> Runtime:
+    kube = Kube(workers=settings.lifecycle.api_workers)
+    index = Index()
+    op_ns = settings.watch.operator_namespace
+    keys = KeyManager(kube, op_ns, settings.keys)
+    revocations = RevocationPublisher(kube, op_ns, settings.lifecycle)
+    await keys.ensure()
+    await revocations.load()
+    reconciler = Reconciler(kube, settings, index, keys, revocations)
+    rt = Runtime(settings, kube, index, keys, revocations, reconciler)
+    rt.start_background()  # the revocation flusher must run before the orphan sweep waits on it
+    await rt.warm()
+    return rt
