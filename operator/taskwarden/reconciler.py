@@ -595,9 +595,13 @@ class Reconciler:
         event = {"Completed": "completed", "Expired": "expired", "Denied": "denied"}.get(
             phase, "revoked"
         )
-        if phase == "Denied":
-            metrics.policy_decisions.labels(decision="deny-final").inc()
-        audit.emit(_with(self._audit_record(body, event, verdict), jti=jti or ""), now)
+        audit.emit(
+            _with(
+                self._audit_record(body, event, verdict), jti=jti or "", reason=reason,
+                message=message,
+            ),
+            now,
+        )
 
     async def _on_deleted(self, body: Mapping[str, Any]) -> None:
         ns, name, _ = _meta(body)

@@ -30,6 +30,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+    # Schema tests create objects as admin: run them before any operator registers webhooks.
+    items.sort(key=lambda i: 0 if i.fspath.basename == "test_crds.py" else 1)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -63,11 +65,55 @@ def crds(cluster: controlplane.ControlPlane, api: client.ApiClient) -> list[str]
     return controlplane.install_crds(api, ROOT / "crds")
 
 
+AGENT_ROLE = "taskwarden:agent"
+
+
+@pytest.fixture(scope="session")
+def agent_role(api: client.ApiClient, crds: list[str]) -> str:
+    """What a cluster admin grants agents: create and read their own AgentTasks."""
+    rbac = client.RbacAuthorizationV1Api(api)
+    with contextlib.suppress(ApiException):
+        rbac.create_cluster_role(
+            {
+                "metadata": {"name": AGENT_ROLE},
+                "rules": [
+                    {
+                        "apiGroups": ["taskwarden.dev"],
+                        "resources": ["agenttasks"],
+                        "verbs": ["create", "get", "list", "watch", "patch", "update"],
+                    },
+                    {
+                        "apiGroups": ["taskwarden.dev"],
+                        "resources": ["agentapprovals"],
+                        "verbs": ["create", "get", "list"],
+                    },
+                ],
+            }
+        )
+    return AGENT_ROLE
+
+
 @pytest.fixture
-def namespace(api: client.ApiClient) -> Iterator[str]:
+def namespace(api: client.ApiClient, agent_role: str) -> Iterator[str]:
+    """A fresh namespace whose ServiceAccounts (and user alice, group sre) may use AgentTasks."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": name}})
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+        name,
+        {
+            "metadata": {"name": "agents"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": agent_role
+            },
+            "subjects": [
+                {"kind": "Group", "name": f"system:serviceaccounts:{name}",
+                 "apiGroup": "rbac.authorization.k8s.io"},
+                {"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"},
+                {"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"},
+            ],
+        },
+    )
     try:
         yield name
     finally:

@@ -140,6 +140,47 @@ class OperatorProcess:
         return ""
 
 
+# --------------------------------------------------------------------------- identities
+
+
+def as_token(cluster: controlplane.ControlPlane, token: str) -> client.ApiClient:
+    """An ApiClient that authenticates with a bearer token (a real ServiceAccount token)."""
+    cfg = client.Configuration()
+    cfg.host = cluster.server
+    cfg.ssl_ca_cert = str(cluster.pki / "ca.crt")
+    cfg.api_key = {"authorization": f"Bearer {token}"}
+    return client.ApiClient(cfg)
+
+
+def as_user(api: client.ApiClient, username: str, group: str | None = None) -> client.ApiClient:
+    """Admin impersonating `username` (ServiceAccounts get their groups added by the apiserver)."""
+    cfg = api.configuration
+    imp = client.ApiClient(cfg)
+    imp.default_headers["Impersonate-User"] = username
+    if group:
+        imp.default_headers["Impersonate-Group"] = group
+    return imp
+
+
+def sa_token(
+    api: client.ApiClient, ns: str, sa: str, pod: str | None = None, seconds: int = 3600
+) -> str:
+    """TokenRequest; bound to a pod when given, so userInfo carries pod-name and pod-uid."""
+    spec: dict[str, Any] = {"expirationSeconds": seconds}
+    if pod:
+        spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": pod}
+    tr = client.CoreV1Api(api).create_namespaced_service_account_token(sa, ns, {"spec": spec})
+    return str(tr.status.token)
+
+
+def agent_api(
+    cluster: controlplane.ControlPlane, api: client.ApiClient, ns: str, sa: str,
+    pod: str | None = None,
+) -> client.ApiClient:
+    """The API as the agent's own pod-bound ServiceAccount token sees it."""
+    return as_token(cluster, sa_token(api, ns, sa, pod))
+
+
 # --------------------------------------------------------------------------- objects
 
 
@@ -339,3 +380,12 @@ def events_for(api: client.ApiClient, ns: str, name: str) -> list[Any]:
         ns, field_selector=f"regarding.name={name}"
     )
     return list(evs.items)
+
+
+def create_task(
+    api: client.ApiClient, ns: str, body: dict[str, Any], as_username: str | None = None
+) -> dict[str, Any]:
+    """Create an AgentTask as its agent's own ServiceAccount (impersonated), as agents do."""
+    sa = body["spec"]["agent"]["serviceAccountName"]
+    who = as_username or f"system:serviceaccount:{ns}:{sa}"
+    return create(as_user(api, who), ns, "agenttasks", body)

@@ -16,7 +16,7 @@ def test_allowed_task_gets_a_verifiable_credential(
 ) -> None:
     p = h.pod(api, namespace, "agent-0", "agent")
     h.create(api, namespace, "agentpolicies", h.policy_body())
-    created = h.create(api, namespace, "agenttasks", h.task_body("triage", pod_name="agent-0"))
+    created = h.create_task(api, namespace, h.task_body("triage", pod_name="agent-0"))
 
     task = h.wait_phase(api, namespace, "triage", "Active")
     st = task["status"]
@@ -65,7 +65,7 @@ def test_task_without_policy_is_denied_with_reason(
     api: client.ApiClient, namespace: str, operator: h.OperatorProcess
 ) -> None:
     h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agenttasks", h.task_body("nopolicy"))
+    h.create_task(api, namespace, h.task_body("nopolicy"))
     st = h.wait_phase(api, namespace, "nopolicy", "Denied")["status"]
     assert st["reason"] == "NoMatchingPolicy"
     assert "agent" in st["message"] and "spec.subjects.serviceAccounts" in st["message"]
@@ -77,7 +77,7 @@ def test_uncovered_scope_is_denied_naming_it(
 ) -> None:
     h.pod(api, namespace, "agent-0", "agent")
     h.create(api, namespace, "agentpolicies", h.policy_body())
-    h.create(api, namespace, "agenttasks", h.task_body("delete", actions=("read", "delete")))
+    h.create_task(api, namespace, h.task_body("delete", actions=("read", "delete")))
     st = h.wait_phase(api, namespace, "delete", "Denied")["status"]
     assert st["reason"] == "ScopeNotCovered"
     assert "github:delete:repo:acme/widgets" in st["message"]
@@ -88,7 +88,7 @@ def test_service_account_mismatch_keeps_task_pending(
 ) -> None:
     h.pod(api, namespace, "impostor", "other")
     h.create(api, namespace, "agentpolicies", h.policy_body())
-    h.create(api, namespace, "agenttasks", h.task_body("mismatch", pod_name="impostor"))
+    h.create_task(api, namespace, h.task_body("mismatch", pod_name="impostor"))
     st = h.wait_phase(api, namespace, "mismatch", "Pending")["status"]
     assert st["reason"] == "ServiceAccountMismatch"
     assert h.secret_or_none(api, namespace, "mismatch-credential") is None
@@ -99,7 +99,7 @@ def test_pending_task_becomes_active_when_pod_runs(
 ) -> None:
     h.pod(api, namespace, "agent-0", "agent", running=False)
     h.create(api, namespace, "agentpolicies", h.policy_body())
-    h.create(api, namespace, "agenttasks", h.task_body("later", pod_name="agent-0"))
+    h.create_task(api, namespace, h.task_body("later", pod_name="agent-0"))
     st = h.wait_phase(api, namespace, "later", "Pending")["status"]
     assert st["reason"] == "PodNotRunning"
     h.set_pod_phase(api, namespace, "agent-0", "Running")
@@ -111,7 +111,7 @@ def test_missing_pod_is_pending_pod_not_found(
     api: client.ApiClient, namespace: str, operator: h.OperatorProcess
 ) -> None:
     h.create(api, namespace, "agentpolicies", h.policy_body())
-    h.create(api, namespace, "agenttasks", h.task_body("nopod", pod_name="ghost"))
+    h.create_task(api, namespace, h.task_body("nopod", pod_name="ghost"))
     st = h.wait_phase(api, namespace, "nopod", "Pending")["status"]
     assert st["reason"] == "PodNotFound"
     h.pod(api, namespace, "ghost", "agent")

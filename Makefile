@@ -1,0 +1,49 @@
+# Two commands do all set-up on a fresh machine:  make demo  and  make test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test unit integration lint format controlplane tools bench render clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+controlplane: $(STAMP)  ## build (once, cached in ~/.cache/taskwarden) the pinned control plane
+	$(PY) -m taskwarden controlplane build
+
+tools:  ## helm from the Go module proxy, cached in ~/.cache/taskwarden/tools
+	bash hack/install-helm.sh
+
+demo: controlplane  ## the whole story on a real local control plane, then clean up
+	$(PY) -m taskwarden dev
+
+test: controlplane tools  ## unit + integration tests (real etcd + kube-apiserver + controller-manager)
+	$(VENV)/bin/pytest tests/unit tests/integration
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit
+
+integration: controlplane tools
+	$(VENV)/bin/pytest tests/integration
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format operator tests bench
+	$(VENV)/bin/ruff check --fix operator tests bench
+
+render: tools  ## sync chart CRDs and render manifests/install.yaml
+	bash hack/render-install.sh
+
+bench: controlplane  ## benchmarks; results recorded in bench/RESULTS.md
+	$(PY) bench/issuance.py
+	$(PY) bench/lifecycle.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
