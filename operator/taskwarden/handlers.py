@@ -8,6 +8,7 @@ waits on the operator. State lives in status and in the services' own indexes.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from typing import Any
 
@@ -40,6 +41,8 @@ async def start_services(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     settings.watching.client_timeout = 330
     # Active/standby: each replica gets a distinct priority; the highest one works, others wait.
     settings.peering.priority = random.randint(1, 2**31 - 1)  # noqa: S311 - not security
+    # A standby takes over this long after the active replica stops renewing (kopf: 60 s).
+    settings.peering.lifetime = int(os.environ.get("TASKWARDEN_PEERING_LIFETIME", "15"))
     memo["runtime"] = await runtime.build(_settings)
 
 

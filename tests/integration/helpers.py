@@ -71,8 +71,11 @@ class OperatorProcess:
                 "TASKWARDEN_WEBHOOK_PORT": str(self.webhook_port),
                 "TASKWARDEN_WEBHOOK_URL": f"https://127.0.0.1:{self.webhook_port}",
                 "TASKWARDEN_ISSUER": f"https://127.0.0.1:{self.webhook_port}",
+                "TASKWARDEN_BIND": "127.0.0.1",
             }
         )
+        # Tests run one operator at a time unless they ask for peering explicitly.
+        env.setdefault("TASKWARDEN_PEERING", "")
         self.starts += 1
         fh = self.log.open("ab")
         fh.write(f"\n===== start #{self.starts} =====\n".encode())
