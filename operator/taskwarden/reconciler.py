@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 REQUESTER_ANNOTATION = "taskwarden.dev/requester"
 RETRY_DELAY = 1.0
+SECRET_GRACE = 3.0
+"""Seconds after an issue during which a missing Secret is awaited, not reissued."""
 
 
 @dataclass(frozen=True)
@@ -403,10 +405,25 @@ class Reconciler:
         jti = cred.get("jti")
         self._active.add((ns, name))
         metrics.active_credentials.set(len(self._active))
-        if self.index.secrets.get((ns, delivery.secret_name(name))) != jti:
-            # The Secret is missing or holds another token (crash between writes): reissue.
-            await self._issue(body, req, verdict, expires_at, kind="reissue")
-            return
+        skey = (ns, delivery.secret_name(name))
+        if self.index.secrets.get(skey) != jti:
+            # Not written by this process (another replica, before a restart): look, then act.
+            secret = await self.kube.get_secret(*skey)
+            held = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(
+                delivery.JTI_ANNOTATION
+            )
+            if held == jti:
+                self.index.secrets[skey] = jti
+            elif now - timeutil.parse(cred["issuedAt"]) < SECRET_GRACE:
+                # The writer of that status may still be writing the Secret: look again soon.
+                self.scheduler.schedule(
+                    (ns, name), "retry", timeutil.parse(cred["issuedAt"]) + SECRET_GRACE
+                )
+                return
+            else:
+                # Missing or holding another token (a crash between the two writes): reissue.
+                await self._issue(body, req, verdict, expires_at, kind="reissue")
+                return
         if verdict.approval and verdict.approval.expires_at:
             self.scheduler.schedule((ns, name), "approval", verdict.approval.expires_at)
         issued = timeutil.parse(cred["issuedAt"])

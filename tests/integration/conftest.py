@@ -97,28 +97,12 @@ def agent_role(api: client.ApiClient, crds: list[str]) -> str:
 def namespace(api: client.ApiClient, agent_role: str) -> Iterator[str]:
     """A fresh namespace whose ServiceAccounts (and user alice, group sre) may use AgentTasks."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name}})
-    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
-        name,
-        {
-            "metadata": {"name": "agents"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": agent_role
-            },
-            "subjects": [
-                {"kind": "Group", "name": f"system:serviceaccounts:{name}",
-                 "apiGroup": "rbac.authorization.k8s.io"},
-                {"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"},
-                {"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"},
-            ],
-        },
-    )
+    helpers.agent_namespace(api, name, agent_role)
     try:
         yield name
     finally:
         with contextlib.suppress(ApiException):
-            core.delete_namespace(name)
+            client.CoreV1Api(api).delete_namespace(name)
 
 
 @pytest.fixture(scope="session")

@@ -227,7 +227,8 @@ def pod(
         "spec": {
             "serviceAccountName": sa,
             "automountServiceAccountToken": False,
-            "nodeName": "node-1",
+            # No nodeName: with no kubelet to confirm graceful deletion, a scheduled pod would
+            # never disappear and namespace deletion would hang on it (not on Taskwarden).
             "containers": [{"name": "agent", "image": "busybox", "command": ["sleep", "3600"]}],
         },
     }
@@ -392,3 +393,23 @@ def create_task(
     sa = body["spec"]["agent"]["serviceAccountName"]
     who = as_username or f"system:serviceaccount:{ns}:{sa}"
     return create(as_user(api, who), ns, "agenttasks", body)
+
+
+def agent_namespace(api: client.ApiClient, name: str, role: str = "taskwarden:agent") -> None:
+    """A namespace whose ServiceAccounts (and user alice, group sre) may use AgentTasks."""
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+        name,
+        {
+            "metadata": {"name": "agents"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role
+            },
+            "subjects": [
+                {"kind": "Group", "name": f"system:serviceaccounts:{name}",
+                 "apiGroup": "rbac.authorization.k8s.io"},
+                {"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"},
+                {"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"},
+            ],
+        },
+    )
