@@ -33,6 +33,8 @@ from taskwarden.publishing import KeyManager, RevocationPublisher
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 REQUESTER_ANNOTATION = "taskwarden.dev/requester"
+REVOKE_ANNOTATION = "taskwarden.dev/revoke"
+"""Set (e.g. by `taskwarden revoke`) to revoke a task at once; the value is the reason."""
 RETRY_DELAY = 1.0
 SECRET_GRACE = 3.0
 """Seconds after an issue during which a missing Secret is awaited, not reissued."""
@@ -184,6 +186,13 @@ class Reconciler:
         if spec.get("completed"):
             await self._terminate(
                 body, "Completed", "Completed", "the task was marked completed", trigger_at=now
+            )
+            return
+        revoke_reason = ((body["metadata"].get("annotations") or {}).get(REVOKE_ANNOTATION))
+        if revoke_reason:
+            await self._terminate(
+                body, "Revoked", "RevokedByUser", f"revoked on request: {revoke_reason}",
+                trigger_at=now,
             )
             return
         if now >= expires_at:
