@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taskwarden import metrics
+
 Key = tuple[str, str]
 
 
@@ -114,9 +116,12 @@ class Index:
 
     def put_task(self, key: Key, ref: TaskRef) -> None:
         self.tasks[key] = ref
+        metrics.live_tasks.set(len(self.tasks))
 
     def drop_task(self, key: Key) -> TaskRef | None:
-        return self.tasks.pop(key, None)
+        ref = self.tasks.pop(key, None)
+        metrics.live_tasks.set(len(self.tasks))
+        return ref
 
     def tasks_for_pod(self, namespace: str, pod_name: str, service_account: str | None) -> list[Key]:
         """Live tasks whose attestation could change with this pod."""

@@ -53,3 +53,6 @@ revocation_list_entries = Gauge(
 reconcile_errors = Counter(
     "taskwarden_reconcile_errors", "Errors while reconciling a task, by stage.", ["stage"]
 )
+live_tasks = Gauge(
+    "taskwarden_live_tasks", "Non-terminal tasks the operator is tracking (Pending to Active)."
+)
