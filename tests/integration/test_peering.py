@@ -1,0 +1,81 @@
+"""Active/standby with kopf peering: one replica works, the other takes over when it dies."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kubernetes import client
+
+from taskwarden import controlplane
+from tests.integration import helpers as h
+
+
+def _issued(op: h.OperatorProcess) -> set[str]:
+    names = set()
+    for line in op.log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            rec = json.loads(line)
+            if rec.get("event") == "issued":
+                names.add(rec["name"])
+    return names
+
+
+def test_only_the_active_replica_issues_and_the_standby_takes_over(
+    cluster: controlplane.ControlPlane,
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    tmp_path: Path,
+) -> None:
+    operator.stop()
+    env = dict(os.environ, TASKWARDEN_PEERING="taskwarden-test", TASKWARDEN_PEERING_LIFETIME="6")
+    replicas = []
+    try:
+        for i in range(2):
+            d = tmp_path / f"r{i}"
+            d.mkdir()
+            op = h.OperatorProcess(kubeconfig=cluster.kubeconfig, workdir=d,
+                                   operator_namespace=operator_namespace, env=env, name=f"r{i}")
+            op.start()
+            replicas.append(op)
+        h.pod(api, namespace, "agent-0", "agent")
+        h.create(api, namespace, "agentpolicies", h.policy_body())
+        for i in range(5):
+            h.create_task(api, namespace, h.task_body(f"peer-{i}"))
+        for i in range(5):
+            h.wait_phase(api, namespace, f"peer-{i}", "Active", timeout=40)
+        by = [_issued(op) for op in replicas]
+        assert sorted(by[0] | by[1]) == [f"peer-{i}" for i in range(5)]
+        assert not (by[0] and by[1]), f"both replicas issued: {by}"
+        active = replicas[0] if by[0] else replicas[1]
+        standby = replicas[1] if by[0] else replicas[0]
+        active.kill()
+        # In a cluster one Service fronts every replica's webhook server; locally each replica
+        # has its own port, so point the webhook configurations at the survivor, as the
+        # Service would.
+        _route_webhooks_to(api, standby.webhook_port)
+        h.create_task(api, namespace, h.task_body("after-failover"))
+        h.wait_phase(api, namespace, "after-failover", "Active", timeout=60)
+        assert "after-failover" in _issued(standby)
+    finally:
+        for op in replicas:
+            op.stop()
+        operator.start()
+
+
+def _route_webhooks_to(api: client.ApiClient, port: int) -> None:
+    import re
+
+    adm = client.AdmissionregistrationV1Api(api)
+    for read, replace in (
+        (adm.read_mutating_webhook_configuration, adm.replace_mutating_webhook_configuration),
+        (adm.read_validating_webhook_configuration, adm.replace_validating_webhook_configuration),
+    ):
+        cfg = read("taskwarden")
+        for wh in cfg.webhooks:
+            if wh.client_config.url:
+                wh.client_config.url = re.sub(r":\d+/", f":{port}/", wh.client_config.url)
+        replace("taskwarden", cfg)
