@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kubernetes import client, watch  # noqa: E402
+from tests.integration import helpers as h  # noqa: E402
 
 from taskwarden import controlplane  # noqa: E402
-from tests.integration import helpers as h  # noqa: E402
 
 OP_NS = "taskwarden-system"
 
@@ -37,7 +37,8 @@ def machine() -> str:
     with contextlib.suppress(OSError):
         kb = int(Path("/proc/meminfo").read_text().split()[1])
         mem = f", {kb / 1024 / 1024:.0f} GiB"
-    return f"{os.cpu_count()} cores {cpu}{mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{os.cpu_count()} cores {cpu}{mem}, {system}, Python {platform.python_version()}"
 
 
 def pct(values: list[float], p: float) -> float:
@@ -53,7 +54,9 @@ def median(values: list[float]) -> float:
 
 
 @contextlib.contextmanager
-def environment(**operator_env: str) -> Iterator[tuple[controlplane.ControlPlane, client.ApiClient, h.OperatorProcess]]:
+def environment(
+    **operator_env: str,
+) -> Iterator[tuple[controlplane.ControlPlane, client.ApiClient, h.OperatorProcess]]:
     workdir = Path(tempfile.mkdtemp(prefix="taskwarden-bench-"))
     cp = controlplane.start(workdir / "cp")
     try:
@@ -62,11 +65,18 @@ def environment(**operator_env: str) -> Iterator[tuple[controlplane.ControlPlane
         controlplane.install_crds(api, ROOT / "crds")
         client.CoreV1Api(api).create_namespace({"metadata": {"name": OP_NS}})
         rbac = client.RbacAuthorizationV1Api(api)
-        rbac.create_cluster_role({
-            "metadata": {"name": "taskwarden:agent"},
-            "rules": [{"apiGroups": ["taskwarden.dev"], "resources": ["agenttasks"],
-                       "verbs": ["create", "get", "list", "watch", "patch", "update"]}],
-        })
+        rbac.create_cluster_role(
+            {
+                "metadata": {"name": "taskwarden:agent"},
+                "rules": [
+                    {
+                        "apiGroups": ["taskwarden.dev"],
+                        "resources": ["agenttasks"],
+                        "verbs": ["create", "get", "list", "watch", "patch", "update"],
+                    }
+                ],
+            }
+        )
         env = dict(os.environ)
         env.update(operator_env)
         op = h.OperatorProcess(
@@ -109,7 +119,7 @@ class Observer:
                     handle(ev, time.monotonic())
                     if self._stop.is_set():
                         break
-            except Exception:  # noqa: BLE001 - reconnect
+            except Exception:
                 time.sleep(0.1)
 
     def _tasks(self) -> None:
@@ -124,8 +134,14 @@ class Observer:
             if phase == "Active":
                 self.active.setdefault(name, now)
 
-        self._loop(custom.list_namespaced_custom_object, handle, group="taskwarden.dev",
-                   version="v1alpha1", namespace=self.ns, plural="agenttasks")
+        self._loop(
+            custom.list_namespaced_custom_object,
+            handle,
+            group="taskwarden.dev",
+            version="v1alpha1",
+            namespace=self.ns,
+            plural="agenttasks",
+        )
 
     def _secrets(self) -> None:
         core = client.CoreV1Api(self.api)
@@ -137,8 +153,12 @@ class Observer:
             else:
                 self.secret_added.setdefault(name, now)
 
-        self._loop(core.list_namespaced_secret, handle, namespace=self.ns,
-                   label_selector="taskwarden.dev/task")
+        self._loop(
+            core.list_namespaced_secret,
+            handle,
+            namespace=self.ns,
+            label_selector="taskwarden.dev/task",
+        )
 
     def _revocations(self) -> None:
         import json
@@ -152,8 +172,12 @@ class Observer:
             for e in json.loads(data).get("revoked", []):
                 self.jti_listed.setdefault(e["jti"], now)
 
-        self._loop(core.list_namespaced_config_map, handle, namespace=OP_NS,
-                   field_selector="metadata.name=taskwarden-revocations")
+        self._loop(
+            core.list_namespaced_config_map,
+            handle,
+            namespace=OP_NS,
+            field_selector="metadata.name=taskwarden-revocations",
+        )
 
     def stop(self) -> None:
         self._stop.set()

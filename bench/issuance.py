@@ -15,8 +15,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import Observer, environment, h, machine, median, pct
 from kubernetes import client
+
+from common import Observer, environment, h, machine, median, pct
 
 
 def setup_namespace(api: client.ApiClient, ns: str) -> None:
@@ -36,15 +37,33 @@ def floor(api: client.ApiClient, ns: str, n: int, conc: int, run: int) -> tuple[
 
     def one(i: int) -> None:
         body = {
-            "metadata": {"name": f"floor-{run}-{conc}-{i}", "labels": {"floor": "1"},
-                         "annotations": {"taskwarden.dev/jti": secrets.token_urlsafe(16)}},
+            "metadata": {
+                "name": f"floor-{run}-{conc}-{i}",
+                "labels": {"floor": "1"},
+                "annotations": {"taskwarden.dev/jti": secrets.token_urlsafe(16)},
+            },
             "type": "taskwarden.dev/credential",
-            "data": {"token": token, "expires_at": token[:28], "spiffe_id": token[:60],
-                     "jwks.json": token[:300]},
+            "data": {
+                "token": token,
+                "expires_at": token[:28],
+                "spiffe_id": token[:60],
+                "jwks.json": token[:300],
+            },
         }
-        status = {"status": {"conditions": [{"type": "Ready", "status": "True",
-                  "reason": "Floor", "message": "x" * 80,
-                  "lastTransitionTime": "2026-01-01T00:00:00Z"}], "observedGeneration": i}}
+        status = {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "Floor",
+                        "message": "x" * 80,
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    }
+                ],
+                "observedGeneration": i,
+            }
+        }
         t0 = time.monotonic()
         core.create_namespaced_secret(ns, body)
         custom.patch_namespaced_custom_object_status(
@@ -106,27 +125,36 @@ def main() -> None:
             for conc in (1, 20):
                 fl, fl_tp = floor(api, ns, args.tasks, conc, run)
                 il, il_tp = issuance(api, obs, ns, args.tasks, conc, run)
-                rows[conc].append({
-                    "floor_p50": pct(fl, 50), "floor_p99": pct(fl, 99), "floor_tp": fl_tp,
-                    "iss_p50": pct(il, 50), "iss_p99": pct(il, 99), "iss_tp": il_tp,
-                })
+                rows[conc].append(
+                    {
+                        "floor_p50": pct(fl, 50),
+                        "floor_p99": pct(fl, 99),
+                        "floor_tp": fl_tp,
+                        "iss_p50": pct(il, 50),
+                        "iss_p99": pct(il, 99),
+                        "iss_tp": il_tp,
+                    }
+                )
                 print(json.dumps({"run": run, "conc": conc, **rows[conc][-1]}), flush=True)
         obs.stop()
         in_op = op.metric("taskwarden_issuance_duration_seconds_sum") / max(
-            1, op.metric("taskwarden_issuance_duration_seconds_count"))
+            1, op.metric("taskwarden_issuance_duration_seconds_count")
+        )
     print(f"\nMachine: {machine()}")
     print(f"Tasks per run: {args.tasks}; runs: {args.repeat}; medians of runs.")
     print(f"In-operator issuance time (event -> Secret written), mean: {in_op * 1000:.1f} ms\n")
-    print("| concurrency | floor p50 | floor p99 | issuance p50 | issuance p99 | p50 ratio | "
-          "p99 ratio | floor tput | issuance tput | tput ratio |")
+    print(
+        "| concurrency | floor p50 | floor p99 | issuance p50 | issuance p99 | p50 ratio | "
+        "p99 ratio | floor tput | issuance tput | tput ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for conc, rs in rows.items():
         m = {k: median([r[k] for r in rs]) for k in rs[0]}
         print(
-            f"| {conc} | {m['floor_p50']*1000:.1f} ms | {m['floor_p99']*1000:.1f} ms | "
-            f"{m['iss_p50']*1000:.1f} ms | {m['iss_p99']*1000:.1f} ms | "
-            f"{m['iss_p50']/m['floor_p50']:.2f}x | {m['iss_p99']/m['floor_p99']:.2f}x | "
-            f"{m['floor_tp']:.0f}/s | {m['iss_tp']:.0f}/s | {m['iss_tp']/m['floor_tp']:.0%} |"
+            f"| {conc} | {m['floor_p50'] * 1000:.1f} ms | {m['floor_p99'] * 1000:.1f} ms | "
+            f"{m['iss_p50'] * 1000:.1f} ms | {m['iss_p99'] * 1000:.1f} ms | "
+            f"{m['iss_p50'] / m['floor_p50']:.2f}x | {m['iss_p99'] / m['floor_p99']:.2f}x | "
+            f"{m['floor_tp']:.0f}/s | {m['iss_tp']:.0f}/s | {m['iss_tp'] / m['floor_tp']:.0%} |"
         )
 
 

@@ -15,9 +15,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import Observer, environment, h, machine, pct, rss_mib
 from kubernetes import client
 
+from common import Observer, environment, h, machine, pct, rss_mib
 from taskwarden import timeutil
 
 
@@ -27,8 +27,9 @@ def policy(api: client.ApiClient, ns: str) -> None:
     h.create(api, ns, "agentpolicies", body)
 
 
-def create_many(api: client.ApiClient, ns: str, names: list[str], conc: int = 16,
-                **task: object) -> float:
+def create_many(
+    api: client.ApiClient, ns: str, names: list[str], conc: int = 16, **task: object
+) -> float:
     agent = client.CustomObjectsApi(h.as_user(api, f"system:serviceaccount:{ns}:agent"))
     t0 = time.monotonic()
 
@@ -36,7 +37,11 @@ def create_many(api: client.ApiClient, ns: str, names: list[str], conc: int = 16
         for attempt in range(5):
             try:
                 agent.create_namespaced_custom_object(
-                    "taskwarden.dev", "v1alpha1", ns, "agenttasks", h.task_body(n, **task)  # type: ignore[arg-type]
+                    "taskwarden.dev",
+                    "v1alpha1",
+                    ns,
+                    "agenttasks",
+                    h.task_body(n, **task),  # type: ignore[arg-type]
                 )
                 return
             except client.ApiException as e:
@@ -65,10 +70,13 @@ def lag_completion(api: client.ApiClient, obs: Observer, ns: str, n: int) -> lis
     create_many(api, ns, names, ttl="1h", credential_ttl="1h")
     wait_all(obs, names, 300)
     custom = client.CustomObjectsApi(api)
-    jtis = {t["metadata"]["name"]: t["status"]["credential"]["jti"]
-            for t in custom.list_namespaced_custom_object(
-                "taskwarden.dev", "v1alpha1", ns, "agenttasks")["items"]
-            if t["metadata"]["name"] in set(names)}
+    jtis = {
+        t["metadata"]["name"]: t["status"]["credential"]["jti"]
+        for t in custom.list_namespaced_custom_object(
+            "taskwarden.dev", "v1alpha1", ns, "agenttasks"
+        )["items"]
+        if t["metadata"]["name"] in set(names)
+    }
     marks: dict[str, float] = {}
     patch_times: list[float] = []
     lock = threading.Lock()
@@ -93,13 +101,32 @@ def lag_completion(api: client.ApiClient, obs: Observer, ns: str, n: int) -> lis
         f"{n}-credential" in obs.secret_deleted and jtis[n] in obs.jti_listed for n in names
     ):
         time.sleep(0.05)
-    done = [n for n in names if f"{n}-credential" in obs.secret_deleted and jtis[n] in obs.jti_listed]
-    print(json.dumps({
-        "secret_gone_p50_ms": pct([obs.secret_deleted[f"{n}-credential"] - marks[n] for n in done], 50) * 1000,
-        "jti_listed_p50_ms": pct([obs.jti_listed[jtis[n]] - marks[n] for n in done], 50) * 1000,
-        "patch_call_p50_ms": pct(patch_times, 50) * 1000,
-        "completed_phase_p50_ms": pct([obs.phase_at[(n, "Completed")] - marks[n] for n in done if (n, "Completed") in obs.phase_at], 50) * 1000,
-    }), flush=True)
+    done = [
+        n for n in names if f"{n}-credential" in obs.secret_deleted and jtis[n] in obs.jti_listed
+    ]
+    print(
+        json.dumps(
+            {
+                "secret_gone_p50_ms": pct(
+                    [obs.secret_deleted[f"{n}-credential"] - marks[n] for n in done], 50
+                )
+                * 1000,
+                "jti_listed_p50_ms": pct([obs.jti_listed[jtis[n]] - marks[n] for n in done], 50)
+                * 1000,
+                "patch_call_p50_ms": pct(patch_times, 50) * 1000,
+                "completed_phase_p50_ms": pct(
+                    [
+                        obs.phase_at[(n, "Completed")] - marks[n]
+                        for n in done
+                        if (n, "Completed") in obs.phase_at
+                    ],
+                    50,
+                )
+                * 1000,
+            }
+        ),
+        flush=True,
+    )
     return [
         max(obs.secret_deleted[f"{n}-credential"], obs.jti_listed[jtis[n]]) - marks[n]
         for n in names
@@ -114,9 +141,9 @@ def lag_expiry(api: client.ApiClient, obs: Observer, ns: str, n: int) -> list[fl
     wait_all(obs, names, 120)
     custom = client.CustomObjectsApi(api)
     expires = {}
-    for t in custom.list_namespaced_custom_object(
-        "taskwarden.dev", "v1alpha1", ns, "agenttasks"
-    )["items"]:
+    for t in custom.list_namespaced_custom_object("taskwarden.dev", "v1alpha1", ns, "agenttasks")[
+        "items"
+    ]:
         if t["metadata"]["name"] in set(names):
             expires[t["metadata"]["name"]] = timeutil.parse(t["status"]["expiresAt"])
     # Translate wall-clock expiry into the observer's monotonic clock.
@@ -128,7 +155,8 @@ def lag_expiry(api: client.ApiClient, obs: Observer, ns: str, n: int) -> list[fl
         time.sleep(0.1)
     return [
         obs.secret_deleted[f"{n}-credential"] + offset - expires[n]
-        for n in names if f"{n}-credential" in obs.secret_deleted
+        for n in names
+        if f"{n}-credential" in obs.secret_deleted
     ]
 
 
@@ -147,14 +175,21 @@ def main() -> None:
         obs = Observer(api, ns)
         if not args.skip_lag:
             lags = lag_completion(api, obs, ns, args.lag_tasks)
-            results["completion_lag"] = {"n": len(lags), "p50_ms": pct(lags, 50) * 1000,
-                                         "p99_ms": pct(lags, 99) * 1000,
-                                         "max_ms": max(lags) * 1000}
+            results["completion_lag"] = {
+                "n": len(lags),
+                "p50_ms": pct(lags, 50) * 1000,
+                "p99_ms": pct(lags, 99) * 1000,
+                "max_ms": max(lags) * 1000,
+            }
             print(json.dumps(results), flush=True)
             elags = lag_expiry(api, obs, ns, args.lag_tasks)
-            results["expiry_lag"] = {"n": len(elags), "p50_ms": pct(elags, 50) * 1000,
-                                     "p99_ms": pct(elags, 99) * 1000,
-                                     "max_ms": max(elags) * 1000, "min_ms": min(elags) * 1000}
+            results["expiry_lag"] = {
+                "n": len(elags),
+                "p50_ms": pct(elags, 50) * 1000,
+                "p99_ms": pct(elags, 99) * 1000,
+                "max_ms": max(elags) * 1000,
+                "min_ms": min(elags) * 1000,
+            }
             print(json.dumps(results), flush=True)
         obs.stop()
         assert op.proc is not None
@@ -168,7 +203,9 @@ def main() -> None:
             created_in = create_many(api, lns, names, conc=24, ttl="2h", credential_ttl="2h")
             live_total = target
             deadline = time.monotonic() + 900
-            while time.monotonic() < deadline and op.metric("taskwarden_active_credentials") < target:
+            while (
+                time.monotonic() < deadline and op.metric("taskwarden_active_credentials") < target
+            ):
                 time.sleep(1)
             time.sleep(5)
             results[f"rss_{target}_mib"] = rss_mib(op.proc.pid)
@@ -193,8 +230,9 @@ def main() -> None:
         results["resync_tasks"] = seen
         time.sleep(3)
         results["rss_after_resync_mib"] = rss_mib(op.proc.pid)
-        results["reissued_on_resync"] = op.metric("taskwarden_credentials_issued_total",
-                                                  kind="reissue")
+        results["reissued_on_resync"] = op.metric(
+            "taskwarden_credentials_issued_total", kind="reissue"
+        )
     print(json.dumps(results, indent=2))
 
 

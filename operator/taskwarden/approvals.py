@@ -96,11 +96,11 @@ def state(
 ) -> ApprovalState:
     ordered = sorted(
         approvals,
-        key=lambda a: ((a.get("metadata") or {}).get("creationTimestamp") or ""),
+        key=lambda a: (a.get("metadata") or {}).get("creationTimestamp") or "",
         reverse=True,
     )
     for a in ordered:
-        ok, why = judge(a, spec_hash=spec_hash, requester=requester, pol=policy, now=now)
+        ok, _why = judge(a, spec_hash=spec_hash, requester=requester, pol=policy, now=now)
         if not ok:
             continue
         md = a.get("metadata") or {}
@@ -110,17 +110,28 @@ def state(
             expires = timeutil.parse(md["creationTimestamp"]) + approval_ttl(policy)
         if (a.get("spec") or {}).get("decision") == "deny":
             return ApprovalState(
-                False, True, "ApprovalDenied",
+                False,
+                True,
+                "ApprovalDenied",
                 f"task {task_name} was denied by {approver}: "
                 f"{(a.get('spec') or {}).get('reason', '')}".strip(),
-                approver, md.get("name", ""), expires,
+                approver,
+                md.get("name", ""),
+                expires,
             )
         return ApprovalState(
-            True, False, "Approved", f"task {task_name} approved by {approver}",
-            approver, md.get("name", ""), expires,
+            True,
+            False,
+            "Approved",
+            f"task {task_name} approved by {approver}",
+            approver,
+            md.get("name", ""),
+            expires,
         )
     return ApprovalState(
-        False, False, "ApprovalRequired",
+        False,
+        False,
+        "ApprovalRequired",
         f"task {task_name} needs an AgentApproval for specHash {spec_hash} from an approver "
         "listed in the policy",
     )

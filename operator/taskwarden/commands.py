@@ -45,8 +45,9 @@ def _age(ts: str | None, now: float) -> str:
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return "\n".join(
+        "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 def _get_task(ns: str, name: str) -> dict[str, Any] | None:
@@ -66,15 +67,17 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.all_namespaces:
         items = custom.list_cluster_custom_object(GROUP, VERSION, "agenttasks")["items"]
     else:
-        items = custom.list_namespaced_custom_object(
-            GROUP, VERSION, args.namespace, "agenttasks"
-        )["items"]
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, args.namespace, "agenttasks")[
+            "items"
+        ]
     if args.output == "json":
         print(json.dumps(items, indent=2))
         return 0
     now = time.time()
-    rows = [(["NAMESPACE"] if args.all_namespaces else [])
-            + ["NAME", "PHASE", "AGENT", "EXPIRES", "REASON", "POLICY", "AGE"]]
+    rows = [
+        (["NAMESPACE"] if args.all_namespaces else [])
+        + ["NAME", "PHASE", "AGENT", "EXPIRES", "REASON", "POLICY", "AGE"]
+    ]
     for t in sorted(items, key=lambda t: (t["metadata"]["namespace"], t["metadata"]["name"])):
         st = t.get("status") or {}
         exp = st.get("expiresAt")
@@ -117,8 +120,10 @@ def cmd_describe(args: argparse.Namespace) -> int:
         f"Requester:    {md.get('annotations', {}).get('taskwarden.dev/requester', '-')}",
         f"Intent:       {spec.get('intent')}",
         "Scopes:",
-        *[f"  - {s['tool']}: {', '.join(s['actions'])} on {', '.join(s['resources'])}"
-          for s in spec.get("scopes", [])],
+        *[
+            f"  - {s['tool']}: {', '.join(s['actions'])} on {', '.join(s['resources'])}"
+            for s in spec.get("scopes", [])
+        ],
         f"Audiences:    {', '.join(spec.get('audiences', []))}",
         f"Data class:   {spec.get('dataClass')}",
         f"TTL:          {spec.get('ttl')} (credential {spec.get('credentialTTL', 'default')})",
@@ -133,29 +138,40 @@ def cmd_describe(args: argparse.Namespace) -> int:
     ]
     ident = st.get("identity") or {}
     if ident:
-        out.append(f"Identity:     {ident.get('spiffeID')} pod {ident.get('podName')} "
-                   f"uid {ident.get('podUID')}")
+        out.append(
+            f"Identity:     {ident.get('spiffeID')} pod {ident.get('podName')} "
+            f"uid {ident.get('podUID')}"
+        )
     d = st.get("decision") or {}
     if d:
-        out.append(f"Decision:     allowed={d.get('allowed')} needsApproval={d.get('needsApproval')}"
-                   f" policy={d.get('policy')} rule={d.get('rule')}")
+        out.append(
+            f"Decision:     allowed={d.get('allowed')} needsApproval={d.get('needsApproval')}"
+            f" policy={d.get('policy')} rule={d.get('rule')}"
+        )
         out.append(f"              {d.get('reason')}")
     c = st.get("credential") or {}
     if c:
-        out.append(f"Credential:   Secret {c.get('secretName')} jti {c.get('jti')} kid "
-                   f"{c.get('keyID')}")
-        out.append(f"              issued {c.get('issuedAt')} expires {c.get('expiresAt')} "
-                   f"rotations {c.get('rotations')}")
+        out.append(
+            f"Credential:   Secret {c.get('secretName')} jti {c.get('jti')} kid {c.get('keyID')}"
+        )
+        out.append(
+            f"              issued {c.get('issuedAt')} expires {c.get('expiresAt')} "
+            f"rotations {c.get('rotations')}"
+        )
     out.append("Conditions:")
     for cond in st.get("conditions", []):
-        out.append(f"  {cond['type']:<17}{cond['status']:<6}{cond.get('reason', '')}: "
-                   f"{cond.get('message', '')}")
+        out.append(
+            f"  {cond['type']:<17}{cond['status']:<6}{cond.get('reason', '')}: "
+            f"{cond.get('message', '')}"
+        )
     out.append("History:")
     for h in st.get("history", []):
         out.append(f"  {h['time']}  {h['phase']:<17}{h.get('reason', '')}")
-    evs = client.EventsV1Api(_api()).list_namespaced_event(
-        md["namespace"], field_selector=f"regarding.name={md['name']}"
-    ).items
+    evs = (
+        client.EventsV1Api(_api())
+        .list_namespaced_event(md["namespace"], field_selector=f"regarding.name={md['name']}")
+        .items
+    )
     out.append("Events:")
     for e in sorted(evs, key=lambda e: str(e.event_time or "")):
         out.append(f"  {e.type:<8}{e.reason:<20}{e.note}")
@@ -177,8 +193,12 @@ def _approval(args: argparse.Namespace, decision: str) -> int:
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AgentApproval",
         "metadata": {"generateName": f"{args.task}-{decision}-"},
-        "spec": {"taskName": args.task, "specHash": spec_hash, "decision": decision,
-                 "reason": args.reason},
+        "spec": {
+            "taskName": args.task,
+            "specHash": spec_hash,
+            "decision": decision,
+            "reason": args.reason,
+        },
     }
     try:
         created = _custom().create_namespaced_custom_object(
@@ -188,8 +208,10 @@ def _approval(args: argparse.Namespace, decision: str) -> int:
         msg = json.loads(e.body).get("message", e.reason) if e.body else e.reason
         print(f"error: {msg}", file=sys.stderr)
         return 1
-    print(f"agentapproval/{created['metadata']['name']} created ({decision} {args.task} at "
-          f"{spec_hash[:19]}...)")
+    print(
+        f"agentapproval/{created['metadata']['name']} created ({decision} {args.task} at "
+        f"{spec_hash[:19]}...)"
+    )
     return 0
 
 
@@ -206,7 +228,11 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
     try:
         _custom().patch_namespaced_custom_object(
-            GROUP, VERSION, args.namespace, "agenttasks", args.task,
+            GROUP,
+            VERSION,
+            args.namespace,
+            "agenttasks",
+            args.task,
             {"metadata": {"annotations": {REVOKE_ANNOTATION: args.reason or "revoked by admin"}}},
         )
     except ApiException as e:
@@ -246,34 +272,45 @@ def cmd_verify(args: argparse.Namespace) -> int:
         token = raw.strip()
     try:
         if args.jwks:
-            jwks_doc = json.loads(Path(args.jwks).read_text()) if Path(args.jwks).is_file() else (
-                None)
+            jwks_doc = (
+                json.loads(Path(args.jwks).read_text()) if Path(args.jwks).is_file() else (None)
+            )
             if jwks_doc is None:
                 import urllib.request
 
                 with urllib.request.urlopen(args.jwks, timeout=5) as r:  # noqa: S310
                     jwks_doc = json.loads(r.read())
         else:
-            jwks_doc = json.loads(_cluster_doc(args.operator_namespace, "taskwarden-jwks",
-                                               "jwks.json"))
+            jwks_doc = json.loads(
+                _cluster_doc(args.operator_namespace, "taskwarden-jwks", "jwks.json")
+            )
         revoked: set[str] = set()
         if args.revocations:
             doc = json.loads(Path(args.revocations).read_text())
         elif not args.jwks:
             try:
-                doc = json.loads(_cluster_doc(args.operator_namespace, "taskwarden-revocations",
-                                              "revocations.json"))
-            except Exception:  # noqa: BLE001 - no revocations published yet
+                doc = json.loads(
+                    _cluster_doc(
+                        args.operator_namespace, "taskwarden-revocations", "revocations.json"
+                    )
+                )
+            except Exception:
                 doc = {"revoked": []}
         else:
             doc = {"revoked": []}
         revoked = {e["jti"] for e in doc.get("revoked", [])}
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         print(f"error: cannot load JWKS or revocation list: {e}", file=sys.stderr)
         return 1
     try:
-        claims = tokens.verify(token, jwks_doc, now=time.time(), audience=args.audience,
-                               issuer=args.issuer, revoked=revoked)
+        claims = tokens.verify(
+            token,
+            jwks_doc,
+            now=time.time(),
+            audience=args.audience,
+            issuer=args.issuer,
+            revoked=revoked,
+        )
     except tokens.TokenError as e:
         print(f"INVALID: {e.reason}: {e.message}")
         return 1

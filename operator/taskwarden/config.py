@@ -1,4 +1,4 @@
-"""Operator settings: one frozen dataclass per concern, built from flags and environment in one place.
+"""Operator settings: one frozen dataclass per concern, built from flags and environment.
 
 Called by cli.py (`taskwarden run`), which passes the result to every service. Stdlib only.
 """
@@ -93,8 +93,10 @@ class Settings:
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build settings from TASKWARDEN_* variables; keyword overrides (from flags) win."""
     env = os.environ if env is None else env
-    op_ns = env.get("TASKWARDEN_OPERATOR_NAMESPACE") or env.get("POD_NAMESPACE") or (
-        "taskwarden-system"
+    op_ns = (
+        env.get("TASKWARDEN_OPERATOR_NAMESPACE")
+        or env.get("POD_NAMESPACE")
+        or ("taskwarden-system")
     )
     namespaces = tuple(n for n in env.get("TASKWARDEN_NAMESPACES", "").split(",") if n.strip())
     ov = dict(overrides)
@@ -124,9 +126,15 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         revocation_max_entries=_env_int(env, "TASKWARDEN_REVOCATION_MAX_ENTRIES", 20000),
     )
     server = ServerSettings(
-        metrics_port=int(ov.pop("metrics_port", None) or _env_int(env, "TASKWARDEN_METRICS_PORT", 9090)),  # type: ignore[call-overload]
-        health_port=int(ov.pop("health_port", None) or _env_int(env, "TASKWARDEN_HEALTH_PORT", 8080)),  # type: ignore[call-overload]
-        webhook_port=int(ov.pop("webhook_port", None) or _env_int(env, "TASKWARDEN_WEBHOOK_PORT", 9443)),  # type: ignore[call-overload]
+        metrics_port=int(
+            ov.pop("metrics_port", None) or _env_int(env, "TASKWARDEN_METRICS_PORT", 9090)
+        ),  # type: ignore[call-overload]
+        health_port=int(
+            ov.pop("health_port", None) or _env_int(env, "TASKWARDEN_HEALTH_PORT", 8080)
+        ),  # type: ignore[call-overload]
+        webhook_port=int(
+            ov.pop("webhook_port", None) or _env_int(env, "TASKWARDEN_WEBHOOK_PORT", 9443)
+        ),  # type: ignore[call-overload]
         webhook_url=env.get("TASKWARDEN_WEBHOOK_URL", ""),
         webhook_service=env.get("TASKWARDEN_WEBHOOK_SERVICE", ""),
         manage_webhooks=env.get("TASKWARDEN_MANAGE_WEBHOOKS", "true").lower() != "false",

@@ -132,9 +132,15 @@ def _cert(
     if ca:
         b = b.add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -171,7 +177,10 @@ def write_pki(d: Path) -> None:
     srv_key = _key()
     srv = _cert(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-        srv_key, ca_name, ca_key, server_sans=sans,
+        srv_key,
+        ca_name,
+        ca_key,
+        server_sans=sans,
     )
     adm_key = _key()
     adm = _cert(
@@ -181,7 +190,10 @@ def write_pki(d: Path) -> None:
                 x509.NameAttribute(NameOID.COMMON_NAME, "taskwarden-admin"),
             ]
         ),
-        adm_key, ca_name, ca_key, client=True,
+        adm_key,
+        ca_name,
+        ca_key,
+        client=True,
     )
     sa_key = _key()
     files = {
@@ -365,7 +377,7 @@ def _spawn(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop them in order
-        preexec_fn=None if detach else _die_with_parent,  # noqa: PLW1509
+        preexec_fn=None if detach else _die_with_parent,
     )
     fh.close()
     return proc, log
@@ -488,7 +500,10 @@ def start(
             insecure.check_hostname = False
             insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; /healthz only
             _wait_http(
-                f"https://127.0.0.1:{kcm_port}/healthz", insecure, 60, cp,
+                f"https://127.0.0.1:{kcm_port}/healthz",
+                insecure,
+                60,
+                cp,
                 "kube-controller-manager /healthz",
             )
     except BaseException:

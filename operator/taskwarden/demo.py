@@ -87,11 +87,13 @@ def run(keep: bool = False) -> int:
         log = (workdir / "operator.log").open("wb")
         op = subprocess.Popen(
             [sys.executable, "-m", "taskwarden", "run", "--bind", "127.0.0.1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
         def healthy() -> bool:
-            with urllib.request.urlopen(  # noqa: S310
+            with urllib.request.urlopen(
                 f"http://127.0.0.1:{ports['health']}/healthz", timeout=1
             ) as r:
                 return r.status == 200
@@ -113,18 +115,37 @@ def run(keep: bool = False) -> int:
                     custom.create_namespaced_custom_object(GROUP, VERSION, NS, "agentpolicies", doc)
                 say(f"  {kind}/{doc['metadata']['name']}")
         rbac = client.RbacAuthorizationV1Api(api)
-        rbac.create_namespaced_role(NS, {
-            "metadata": {"name": "agent-tasks"},
-            "rules": [{"apiGroups": [GROUP], "resources": ["agenttasks"],
-                       "verbs": ["create", "get", "list", "watch", "patch"]}],
-        })
-        rbac.create_namespaced_role_binding(NS, {
-            "metadata": {"name": "agent-tasks"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                        "name": "agent-tasks"},
-            "subjects": [{"kind": "Group", "name": f"system:serviceaccounts:{NS}",
-                          "apiGroup": "rbac.authorization.k8s.io"}],
-        })
+        rbac.create_namespaced_role(
+            NS,
+            {
+                "metadata": {"name": "agent-tasks"},
+                "rules": [
+                    {
+                        "apiGroups": [GROUP],
+                        "resources": ["agenttasks"],
+                        "verbs": ["create", "get", "list", "watch", "patch"],
+                    }
+                ],
+            },
+        )
+        rbac.create_namespaced_role_binding(
+            NS,
+            {
+                "metadata": {"name": "agent-tasks"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": "agent-tasks",
+                },
+                "subjects": [
+                    {
+                        "kind": "Group",
+                        "name": f"system:serviceaccounts:{NS}",
+                        "apiGroup": "rbac.authorization.k8s.io",
+                    }
+                ],
+            },
+        )
 
         step("An agent pod starts (we play the kubelet and mark it Running)")
         pod = yaml.safe_load((root / "manifests/examples/agent-pod.yaml").read_text())
@@ -161,10 +182,15 @@ def run(keep: bool = False) -> int:
         secret = core.read_namespaced_secret("triage-4711-credential", NS)
         token = base64.b64decode(secret.data["token"]).decode()
         jwks = json.loads(
-            core.read_namespaced_config_map("taskwarden-jwks", "taskwarden-system").data["jwks.json"]
+            core.read_namespaced_config_map("taskwarden-jwks", "taskwarden-system").data[
+                "jwks.json"
+            ]
         )
         claims = tokens.verify(
-            token, jwks, now=time.time(), audience="https://api.github.com",
+            token,
+            jwks,
+            now=time.time(),
+            audience="https://api.github.com",
             issuer=env["TASKWARDEN_ISSUER"],
         )
         del token
@@ -197,23 +223,31 @@ def run(keep: bool = False) -> int:
 
         wait(secret_gone, 10, "Secret deleted")
         revoked = json.loads(
-            core.read_namespaced_config_map("taskwarden-revocations", "taskwarden-system")
-            .data["revocations.json"]
+            core.read_namespaced_config_map("taskwarden-revocations", "taskwarden-system").data[
+                "revocations.json"
+            ]
         )
         listed = claims["jti"] in {e["jti"] for e in revoked["revoked"]}
         say(f"  Completed in {time.monotonic() - t0:.2f}s; Secret deleted; jti listed: {listed}")
-        say("  history: " + ", ".join(f"{h['phase']}/{h['reason']}" for h in obj["status"]["history"]))
+        say(
+            "  history: "
+            + ", ".join(f"{h['phase']}/{h['reason']}" for h in obj["status"]["history"])
+        )
 
         step("Metrics (taskwarden_*)")
-        with urllib.request.urlopen(  # noqa: S310
-            f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=2
-        ) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=2) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith("taskwarden_") and not line.startswith(
-                    ("taskwarden_issuance_duration_seconds_bucket",
-                     "taskwarden_revocation_lag_seconds_bucket",
-                     "taskwarden_admission_duration_seconds_bucket")
-                ) and "_created" not in line:
+                if (
+                    line.startswith("taskwarden_")
+                    and not line.startswith(
+                        (
+                            "taskwarden_issuance_duration_seconds_bucket",
+                            "taskwarden_revocation_lag_seconds_bucket",
+                            "taskwarden_admission_duration_seconds_bucket",
+                        )
+                    )
+                    and "_created" not in line
+                ):
                     say(f"  {line}")
 
         step("Audit trail (one JSON line per decision)")

@@ -83,9 +83,7 @@ async def pod_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_:
 
 
 @kopf.on.event(GROUP, VERSION, "agentpolicies", id="agentpolicy-events")
-async def policy_event(
-    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> None:
+async def policy_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     rt = _rt(memo)
     md = body.get("metadata") or {}
     ns, name = md.get("namespace"), md.get("name")
@@ -99,7 +97,9 @@ async def policy_event(
     accounts: set[str] = set()
     for pol in (old, body):
         if pol:
-            accounts |= set(((pol.get("spec") or {}).get("subjects") or {}).get("serviceAccounts") or [])
+            accounts |= set(
+                ((pol.get("spec") or {}).get("subjects") or {}).get("serviceAccounts") or []
+            )
     affected = rt.index.tasks_for_accounts(ns, accounts)
     if affected:
         log.info("policy %s/%s changed: re-evaluating %d live tasks", ns, name, len(affected))
@@ -107,9 +107,7 @@ async def policy_event(
 
 
 @kopf.on.event(GROUP, VERSION, "agentapprovals", id="agentapproval-events")
-async def approval_event(
-    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
-) -> None:
+async def approval_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     rt = _rt(memo)
     md = body.get("metadata") or {}
     ns, name = md.get("namespace"), md.get("name")

@@ -123,17 +123,26 @@ class Index:
         metrics.live_tasks.set(len(self.tasks))
         return ref
 
-    def tasks_for_pod(self, namespace: str, pod_name: str, service_account: str | None) -> list[Key]:
+    def tasks_for_pod(
+        self, namespace: str, pod_name: str, service_account: str | None
+    ) -> list[Key]:
         """Live tasks whose attestation could change with this pod."""
         return [
             k
             for k, t in self.tasks.items()
             if k[0] == namespace
-            and (t.pod_name == pod_name or (t.pod_name is None and t.service_account == service_account))
+            and (
+                t.pod_name == pod_name
+                or (t.pod_name is None and t.service_account == service_account)
+            )
         ]
 
     def tasks_for_accounts(self, namespace: str, accounts: set[str]) -> list[Key]:
-        return [k for k, t in self.tasks.items() if k[0] == namespace and t.service_account in accounts]
+        return [
+            k for k, t in self.tasks.items() if k[0] == namespace and t.service_account in accounts
+        ]
 
     def children_of(self, namespace: str, parent: str) -> list[Key]:
-        return [k for k, t in self.tasks.items() if k[0] == namespace and t.delegated_from == parent]
+        return [
+            k for k, t in self.tasks.items() if k[0] == namespace and t.delegated_from == parent
+        ]

@@ -82,9 +82,7 @@ class Scheduler:
         return self._current.get(key, {}).get(kind)
 
     def _compact(self) -> None:
-        self._heap = [
-            e for e in self._heap if self._current.get(e[2], {}).get(e[3]) == e[0]
-        ]
+        self._heap = [e for e in self._heap if self._current.get(e[2], {}).get(e[3]) == e[0]]
         heapq.heapify(self._heap)
 
     def _pop_due(self, now: float) -> list[tuple[Key, str]]:

@@ -29,7 +29,7 @@ issuance_duration = Histogram(
 )
 revocation_lag = Histogram(
     "taskwarden_revocation_lag_seconds",
-    "From the revocation trigger (completion, expiry, context change) to Secret gone and jti listed.",
+    "From the revocation trigger (completion, expiry, context change) to Secret gone, jti listed.",
     buckets=_LATENCY,
 )
 admission_requests = Counter(
@@ -44,9 +44,7 @@ admission_duration = Histogram(
 identity_verifications = Counter(
     "taskwarden_identity_verifications", "Pod attestations, by result.", ["result"]
 )
-signing_key_age = Gauge(
-    "taskwarden_signing_key_age_seconds", "Age of the active signing key."
-)
+signing_key_age = Gauge("taskwarden_signing_key_age_seconds", "Age of the active signing key.")
 revocation_list_entries = Gauge(
     "taskwarden_revocation_list_entries", "Entries in the published revocation list."
 )

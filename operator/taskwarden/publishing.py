@@ -40,7 +40,10 @@ def _unb64(data: dict[str, str] | None) -> dict[str, str]:
 
 class KeyManager:
     def __init__(
-        self, kube: Kube, namespace: str, settings: KeySettings,
+        self,
+        kube: Kube,
+        namespace: str,
+        settings: KeySettings,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.kube, self.namespace, self.settings, self.clock = kube, namespace, settings, clock
@@ -72,8 +75,10 @@ class KeyManager:
         async with self._lock:
             if not await self.load():
                 ks, _ = keymod.KeySet(()).rotate(
-                    self.clock(), rotation_period=self.settings.rotation_period,
-                    publish_delay=self.settings.publish_delay, retain=self.settings.retain,
+                    self.clock(),
+                    rotation_period=self.settings.rotation_period,
+                    publish_delay=self.settings.publish_delay,
+                    retain=self.settings.retain,
                 )
                 self._rv = None
                 try:
@@ -90,8 +95,10 @@ class KeyManager:
     async def _rotate_locked(self) -> None:
         for _ in range(5):
             ks, changed = self.keyset.rotate(
-                self.clock(), rotation_period=self.settings.rotation_period,
-                publish_delay=self.settings.publish_delay, retain=self.settings.retain,
+                self.clock(),
+                rotation_period=self.settings.rotation_period,
+                publish_delay=self.settings.publish_delay,
+                retain=self.settings.retain,
             )
             if not changed:
                 return
@@ -144,7 +151,10 @@ class RevocationPublisher:
     """The revocation list, coalescing bursts of revocations into one ConfigMap write."""
 
     def __init__(
-        self, kube: Kube, namespace: str, settings: LifecycleSettings,
+        self,
+        kube: Kube,
+        namespace: str,
+        settings: LifecycleSettings,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.kube, self.namespace, self.settings, self.clock = kube, namespace, settings, clock
@@ -178,7 +188,9 @@ class RevocationPublisher:
     def _body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "metadata": {
-                "name": REVOCATIONS_CONFIGMAP, "namespace": self.namespace, "labels": LABELS,
+                "name": REVOCATIONS_CONFIGMAP,
+                "namespace": self.namespace,
+                "labels": LABELS,
             },
             "data": self.list.to_configmap_data(self.clock()),
         }

@@ -22,8 +22,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from taskwarden import approvals, audit, delivery, identity, lifecycle, metrics, policy, status
-from taskwarden import timeutil
+from taskwarden import (
+    approvals,
+    audit,
+    delivery,
+    identity,
+    lifecycle,
+    metrics,
+    policy,
+    status,
+    timeutil,
+)
 from taskwarden.config import Settings
 from taskwarden.credentials import tokens
 from taskwarden.index import Index, TaskRef
@@ -197,17 +206,23 @@ class Reconciler:
                 body, "Completed", "Completed", "the task was marked completed", trigger_at=now
             )
             return
-        revoke_reason = ((body["metadata"].get("annotations") or {}).get(REVOKE_ANNOTATION))
+        revoke_reason = (body["metadata"].get("annotations") or {}).get(REVOKE_ANNOTATION)
         if revoke_reason:
             await self._terminate(
-                body, "Revoked", "RevokedByUser", f"revoked on request: {revoke_reason}",
+                body,
+                "Revoked",
+                "RevokedByUser",
+                f"revoked on request: {revoke_reason}",
                 trigger_at=now,
             )
             return
         if now >= expires_at:
             await self._terminate(
-                body, "Expired", "Expired",
-                f"the task expired at {timeutil.rfc3339(expires_at)}", trigger_at=expires_at,
+                body,
+                "Expired",
+                "Expired",
+                f"the task expired at {timeutil.rfc3339(expires_at)}",
+                trigger_at=expires_at,
             )
             return
         self.scheduler.schedule(key, "expire", expires_at)
@@ -217,9 +232,11 @@ class Reconciler:
             await self._keep_active(body, req, verdict, expires_at, now)
         elif verdict.phase == "Active":
             await self._issue(body, req, verdict, expires_at, kind="issue")
-        elif phase == "Active" and verdict.phase == "AwaitingApproval" and (
-            (body.get("status") or {}).get("decision") or {}
-        ).get("needsApproval"):
+        elif (
+            phase == "Active"
+            and verdict.phase == "AwaitingApproval"
+            and ((body.get("status") or {}).get("decision") or {}).get("needsApproval")
+        ):
             # It was approved and the approval no longer holds: expired or withdrawn.
             reason = (
                 "ApprovalExpired" if self.index.approvals_for(ns, name) else "ApprovalWithdrawn"
@@ -245,16 +262,12 @@ class Reconciler:
         created = timeutil.parse(body["metadata"]["creationTimestamp"])
         return lifecycle.expiry(created, req.ttl)
 
-    async def _check(
-        self, body: Mapping[str, Any], req: policy.TaskRequest, now: float
-    ) -> Verdict:
+    async def _check(self, body: Mapping[str, Any], req: policy.TaskRequest, now: float) -> Verdict:
         """Policy, then identity, then delegation and approval: the first failing check wins."""
         ns, name, _ = _meta(body)
         spec, st = body.get("spec") or {}, body.get("status") or {}
         decision = policy.evaluate(req, self.index.policies_in(ns))
-        metrics.policy_decisions.labels(
-            decision="allow" if decision.allowed else "deny"
-        ).inc()
+        metrics.policy_decisions.labels(decision="allow" if decision.allowed else "deny").inc()
         if not decision.allowed:
             reason = "PolicyChanged" if st.get("phase") == "Active" else decision.reason
             return Verdict("Denied", reason, decision.message, decision=decision)
@@ -328,7 +341,8 @@ class Reconciler:
         if pst.get("phase") != "Active":
             if pst.get("phase") in status.TERMINAL:
                 return Verdict(
-                    "Revoked", "ParentRevoked",
+                    "Revoked",
+                    "ParentRevoked",
                     f"parent task {req.delegated_from} is {pst.get('phase')}",
                 )
             return Verdict(
@@ -340,13 +354,15 @@ class Reconciler:
         deleg = (ppol.get("spec") or {}).get("delegation") or {}
         if not deleg.get("allowed", False):
             return Verdict(
-                "Denied", "DelegationNotAllowed",
+                "Denied",
+                "DelegationNotAllowed",
                 f"policy {ppol_name} of the parent task does not allow delegation "
                 "(spec.delegation.allowed)",
             )
         parent_exp = timeutil.parse(pst["expiresAt"])
         violation = policy.narrowing_violation(
-            req, parent_req,
+            req,
+            parent_req,
             parent_depth=len(chain) - 1,
             max_depth=int(deleg.get("maxDepth", 1)),
             child_expires_at=parent_exp,
@@ -361,7 +377,8 @@ class Reconciler:
             act = tokens.actor(
                 spiffe_id=(ast.get("identity") or {}).get("spiffeID")
                 or identity.spiffe_id(
-                    self.settings.identity.trust_domain, ns,
+                    self.settings.identity.trust_domain,
+                    ns,
                     ((ancestor.get("spec") or {}).get("agent") or {}).get("serviceAccountName", ""),
                 ),
                 task={"namespace": ns, "name": a_md["name"], "uid": a_md.get("uid", "")},
@@ -381,12 +398,18 @@ class Reconciler:
         if st.get("credential", {}).get("jti"):
             # Back from Active (approval withdrawn or now required): the credential goes.
             await self._revoke_credential(body, verdict.reason, trigger_at=now)
-        if st.get("phase") == verdict.phase and st.get("reason") == verdict.reason and st.get(
-            "expiresAt"
+        if (
+            st.get("phase") == verdict.phase
+            and st.get("reason") == verdict.reason
+            and st.get("expiresAt")
         ):
             return
         patch = status.transition(
-            st, verdict.phase, verdict.reason, verdict.message, now,
+            st,
+            verdict.phase,
+            verdict.reason,
+            verdict.message,
+            now,
             generation=body["metadata"].get("generation"),
             identity_ok=verdict.attestation.ok if verdict.attestation else None,
             identity_reason=verdict.attestation.reason if verdict.attestation else "",
@@ -404,7 +427,8 @@ class Reconciler:
         self._event(body, "Normal", verdict.reason, verdict.message, "Wait")
         audit.emit(
             self._audit_record(
-                body, "awaiting-approval" if verdict.phase == "AwaitingApproval" else "pending",
+                body,
+                "awaiting-approval" if verdict.phase == "AwaitingApproval" else "pending",
                 verdict,
             ),
             now,
@@ -502,7 +526,11 @@ class Reconciler:
             f"{decision.rule}, valid until {timeutil.rfc3339(claims['exp'])}"
         )
         patch = status.transition(
-            st, "Active", reason, message, now,
+            st,
+            "Active",
+            reason,
+            message,
+            now,
             generation=body["metadata"].get("generation"),
             identity_ok=True,
             approved=True if decision.needs_approval else None,
@@ -542,8 +570,14 @@ class Reconciler:
             old_exp = timeutil.parse(old["expiresAt"])
             self.revocations.add(old["jti"], old_exp)
         secret = delivery.credential_secret(
-            namespace=ns, task_name=name, task_uid=uid, token=token, jti=claims["jti"],
-            expires_at=claims["exp"], spiffe_id=att.spiffe_id, jwks=self.keys.jwks(),
+            namespace=ns,
+            task_name=name,
+            task_uid=uid,
+            token=token,
+            jti=claims["jti"],
+            expires_at=claims["exp"],
+            spiffe_id=att.spiffe_id,
+            jwks=self.keys.jwks(),
         )
         del token
         await delivery.deliver(self.kube, secret)
@@ -564,7 +598,8 @@ class Reconciler:
         audit.emit(
             _with(
                 record,
-                jti=claims["jti"], keyID=key_.kid,
+                jti=claims["jti"],
+                keyID=key_.kid,
                 issuedAt=timeutil.rfc3339(claims["iat"]),
                 expiresAt=timeutil.rfc3339(claims["exp"]),
             ),
@@ -625,14 +660,21 @@ class Reconciler:
                 raise
         self._forget((ns, name))
         self._cascade(ns, name)
-        self._event(body, "Normal" if phase in ("Completed", "Expired") else "Warning", reason,
-                    message, phase)
+        self._event(
+            body,
+            "Normal" if phase in ("Completed", "Expired") else "Warning",
+            reason,
+            message,
+            phase,
+        )
         event = {"Completed": "completed", "Expired": "expired", "Denied": "denied"}.get(
             phase, "revoked"
         )
         audit.emit(
             _with(
-                self._audit_record(body, event, verdict), jti=jti or "", reason=reason,
+                self._audit_record(body, event, verdict),
+                jti=jti or "",
+                reason=reason,
                 message=message,
             ),
             now,
@@ -689,8 +731,7 @@ class Reconciler:
             tst = (task or {}).get("status") or {}
             live_jti = (tst.get("credential") or {}).get("jti")
             owner_ok = task is not None and any(
-                o.get("uid") == task["metadata"].get("uid")
-                for o in md.get("ownerReferences") or []
+                o.get("uid") == task["metadata"].get("uid") for o in md.get("ownerReferences") or []
             )
             if task is None or tst.get("phase") != "Active" or live_jti != jti or not owner_ok:
                 if jti and task is None:

@@ -39,7 +39,9 @@ def condition(
             continue
         found = True
         ltt = c.get("lastTransitionTime") if c.get("status") == value else None
-        out.append(_cond(type_, value, reason, message, ltt or timeutil.rfc3339(int(now)), generation))
+        out.append(
+            _cond(type_, value, reason, message, ltt or timeutil.rfc3339(int(now)), generation)
+        )
     if not found:
         out.append(_cond(type_, value, reason, message, timeutil.rfc3339(int(now)), generation))
     return out
@@ -84,14 +86,23 @@ def transition(
     conds = condition(conds, "Ready", phase == "Active", reason, message, now, generation)
     if identity_ok is not None:
         conds = condition(
-            conds, "IdentityVerified", identity_ok,
+            conds,
+            "IdentityVerified",
+            identity_ok,
             identity_reason or ("Attested" if identity_ok else "AttestationFailed"),
-            message if not identity_ok else "pod identity attested", now, generation,
+            message if not identity_ok else "pod identity attested",
+            now,
+            generation,
         )
     if approved is not None:
         conds = condition(
-            conds, "Approved", approved, approval_reason or ("Approved" if approved else "Pending"),
-            approval_reason or "", now, generation,
+            conds,
+            "Approved",
+            approved,
+            approval_reason or ("Approved" if approved else "Pending"),
+            approval_reason or "",
+            now,
+            generation,
         )
     patch: dict[str, Any] = {
         "phase": phase,

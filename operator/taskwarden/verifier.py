@@ -28,7 +28,7 @@ from typing import Any
 from taskwarden import policy
 from taskwarden.credentials import tokens
 
-__all__ = ["Claims", "ScopeError", "Verifier", "TokenError"]
+__all__ = ["Claims", "ScopeError", "TokenError", "Verifier"]
 TokenError = tokens.TokenError
 
 
@@ -111,8 +111,14 @@ def claims_from(raw: Mapping[str, Any]) -> Claims:
 
 
 class _Cached:
-    def __init__(self, source: str | Path, ttl: float, ctx: ssl.SSLContext | None,
-                 clock: Callable[[], float], parse: Callable[[bytes], Any]) -> None:
+    def __init__(
+        self,
+        source: str | Path,
+        ttl: float,
+        ctx: ssl.SSLContext | None,
+        clock: Callable[[], float],
+        parse: Callable[[bytes], Any],
+    ) -> None:
         self.source, self.ttl, self.ctx, self.clock, self.parse = source, ttl, ctx, clock, parse
         self.value: Any = None
         self.fetched_at = float("-inf")
@@ -196,22 +202,32 @@ class Verifier:
         jwks = self._jwks.get()
         try:
             raw = tokens.verify(
-                token, jwks, now=self.clock(), audience=self.audience, issuer=self.issuer,
-                revoked=revoked, leeway=self.leeway,
+                token,
+                jwks,
+                now=self.clock(),
+                audience=self.audience,
+                issuer=self.issuer,
+                revoked=revoked,
+                leeway=self.leeway,
             )
         except TokenError as e:
             kid = None
             if e.reason == tokens.Reason.UNKNOWN_KEY:
                 try:
                     kid = tokens.unverified_header(token).get("kid")
-                except Exception:  # noqa: BLE001
+                except Exception:
                     kid = None
             if not kid or kid in self._refetched_for:
                 raise
             # A key we have not seen: the JWKS may have rotated. Refetch once per kid.
             self._refetched_for.add(str(kid))
             raw = tokens.verify(
-                token, self._jwks.get(force=True), now=self.clock(), audience=self.audience,
-                issuer=self.issuer, revoked=revoked, leeway=self.leeway,
+                token,
+                self._jwks.get(force=True),
+                now=self.clock(),
+                audience=self.audience,
+                issuer=self.issuer,
+                revoked=revoked,
+                leeway=self.leeway,
             )
         return claims_from(raw)

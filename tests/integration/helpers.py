@@ -1,4 +1,4 @@
-"""Helpers for integration tests: the operator as a real subprocess, waiting, and playing kubelet."""
+"""Integration test helpers: the operator as a real subprocess, waiting, playing the kubelet."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def wait_for(
     while time.monotonic() < deadline:
         try:
             last = fn()
-        except Exception as e:  # noqa: BLE001 - keep polling, report the last error
+        except Exception as e:
             last = e
         else:
             if last:
@@ -95,7 +95,7 @@ class OperatorProcess:
         if self.proc is None or self.proc.poll() is not None:
             raise RuntimeError(f"operator exited with {self.proc and self.proc.returncode}")
         try:
-            with urllib.request.urlopen(  # noqa: S310
+            with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
             ) as r:
                 return bool(r.status == 200)
@@ -103,7 +103,7 @@ class OperatorProcess:
             return False
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(  # noqa: S310
+        with urllib.request.urlopen(
             f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2
         ) as r:
             return str(r.read().decode())
@@ -177,7 +177,10 @@ def sa_token(
 
 
 def agent_api(
-    cluster: controlplane.ControlPlane, api: client.ApiClient, ns: str, sa: str,
+    cluster: controlplane.ControlPlane,
+    api: client.ApiClient,
+    ns: str,
+    sa: str,
     pod: str | None = None,
 ) -> client.ApiClient:
     """The API as the agent's own pod-bound ServiceAccount token sees it."""
@@ -299,8 +302,12 @@ def policy_body(
     if approval == "required":
         spec["approvers"] = ["user:alice", "group:sre"]
     spec.update(extra or {})
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentPolicy",
-            "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def task_body(
@@ -329,8 +336,12 @@ def task_body(
         "credentialTTL": credential_ttl,
     }
     spec.update(extra or {})
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentTask",
-            "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentTask",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def phase_of(api: client.ApiClient, ns: str, name: str) -> str | None:
@@ -362,9 +373,7 @@ def revoked_jtis(api: client.ApiClient, operator_ns: str) -> set[str]:
     import json
 
     try:
-        cm = client.CoreV1Api(api).read_namespaced_config_map(
-            "taskwarden-revocations", operator_ns
-        )
+        cm = client.CoreV1Api(api).read_namespaced_config_map("taskwarden-revocations", operator_ns)
     except client.ApiException as e:
         if e.status == 404:
             return set()
@@ -380,9 +389,7 @@ def token_of(secret: Any) -> str:
 
 
 def events_for(api: client.ApiClient, ns: str, name: str) -> list[Any]:
-    evs = client.EventsV1Api(api).list_namespaced_event(
-        ns, field_selector=f"regarding.name={name}"
-    )
+    evs = client.EventsV1Api(api).list_namespaced_event(ns, field_selector=f"regarding.name={name}")
     return list(evs.items)
 
 
@@ -403,11 +410,16 @@ def agent_namespace(api: client.ApiClient, name: str, role: str = "taskwarden:ag
         {
             "metadata": {"name": "agents"},
             "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role,
             },
             "subjects": [
-                {"kind": "Group", "name": f"system:serviceaccounts:{name}",
-                 "apiGroup": "rbac.authorization.k8s.io"},
+                {
+                    "kind": "Group",
+                    "name": f"system:serviceaccounts:{name}",
+                    "apiGroup": "rbac.authorization.k8s.io",
+                },
                 {"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"},
                 {"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"},
             ],

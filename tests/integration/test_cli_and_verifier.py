@@ -23,8 +23,12 @@ AUD = "https://api.github.com"
 def cli(cluster: controlplane.ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
     return subprocess.run(
-        [sys.executable, "-m", "taskwarden", *args], env=env, capture_output=True, text=True,
-        timeout=60, check=False,
+        [sys.executable, "-m", "taskwarden", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -57,8 +61,12 @@ def test_get_and_describe_show_phase_expiry_and_decision(
 
 
 def test_verify_valid_then_revoked(
-    cluster: controlplane.ControlPlane, api: client.ApiClient, namespace: str, issued: str,
-    operator_namespace: str, tmp_path: Path,
+    cluster: controlplane.ControlPlane,
+    api: client.ApiClient,
+    namespace: str,
+    issued: str,
+    operator_namespace: str,
+    tmp_path: Path,
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(issued)
@@ -80,8 +88,11 @@ def test_verify_valid_then_revoked(
 
 
 def test_verify_reports_expired_token(
-    cluster: controlplane.ControlPlane, api: client.ApiClient, namespace: str,
-    operator: h.OperatorProcess, tmp_path: Path,
+    cluster: controlplane.ControlPlane,
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    tmp_path: Path,
 ) -> None:
     h.pod(api, namespace, "agent-0", "agent")
     h.create(api, namespace, "agentpolicies", h.policy_body())
@@ -96,7 +107,10 @@ def test_verify_reports_expired_token(
 
 
 def test_verifier_library_from_files_checks_scopes_and_revocation(
-    api: client.ApiClient, namespace: str, issued: str, operator_namespace: str,
+    api: client.ApiClient,
+    namespace: str,
+    issued: str,
+    operator_namespace: str,
     tmp_path: Path,
 ) -> None:
     jwks_file = tmp_path / "jwks.json"
@@ -129,8 +143,14 @@ def test_verifier_fails_closed_without_revocation_list(
     now = [time.time()]
     rev_file = tmp_path / "revocations.json"
     rev_file.write_text(json.dumps({"revoked": []}))
-    stale = Verifier(jwks=jwks_file, revocations=rev_file, audience=AUD, cache_ttl=10,
-                     max_stale=60, clock=lambda: now[0])
+    stale = Verifier(
+        jwks=jwks_file,
+        revocations=rev_file,
+        audience=AUD,
+        cache_ttl=10,
+        max_stale=60,
+        clock=lambda: now[0],
+    )
     stale.verify(issued)
     rev_file.unlink()  # the publisher goes away; after max_stale every token is refused
     now[0] += 120
@@ -140,7 +160,10 @@ def test_verifier_fails_closed_without_revocation_list(
 
 
 def test_verifier_fetches_jwks_and_revocations_over_https(
-    api: client.ApiClient, issued: str, operator: h.OperatorProcess, operator_namespace: str,
+    api: client.ApiClient,
+    issued: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
     tmp_path: Path,
 ) -> None:
     import base64
@@ -149,6 +172,10 @@ def test_verifier_fetches_jwks_and_revocations_over_https(
     ca = tmp_path / "ca.crt"
     ca.write_bytes(base64.b64decode(tls.data["ca.crt"]))
     base = f"https://127.0.0.1:{operator.webhook_port}"
-    v = Verifier(jwks=f"{base}/.well-known/jwks.json", revocations=f"{base}/revocations",
-                 audience=AUD, ca_file=str(ca))
+    v = Verifier(
+        jwks=f"{base}/.well-known/jwks.json",
+        revocations=f"{base}/revocations",
+        audience=AUD,
+        ca_file=str(ca),
+    )
     assert v.verify(issued).task == "cli"

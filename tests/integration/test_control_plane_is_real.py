@@ -71,8 +71,12 @@ def test_garbage_collector_removes_owned_objects(api: client.ApiClient, namespac
             "metadata": {
                 "name": "owned",
                 "ownerReferences": [
-                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
-                     "uid": owner.metadata.uid}
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": "owner",
+                        "uid": owner.metadata.uid,
+                    }
                 ],
             }
         },

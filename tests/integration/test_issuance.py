@@ -31,20 +31,27 @@ def test_allowed_task_gets_a_verifiable_credential(
     assert secret.metadata.labels["taskwarden.dev/task"] == "triage"
     owner = secret.metadata.owner_references[0]
     assert (owner.kind, owner.uid, owner.controller) == (
-        "AgentTask", created["metadata"]["uid"], True
+        "AgentTask",
+        created["metadata"]["uid"],
+        True,
     )
     assert set(secret.data) == {"token", "expires_at", "spiffe_id", "jwks.json"}
 
     jwks = h.jwks(api, operator_namespace)
     claims = tokens.verify(
-        h.token_of(secret), jwks, now=time.time(), audience="https://api.github.com",
+        h.token_of(secret),
+        jwks,
+        now=time.time(),
+        audience="https://api.github.com",
         issuer=f"https://127.0.0.1:{operator.webhook_port}",
     )
     assert claims["jti"] == st["credential"]["jti"]
     assert claims["sub"] == st["identity"]["spiffeID"]
     assert claims["scope"] == "github:read:repo:acme/widgets"
     assert claims["taskwarden.dev/task"] == {
-        "namespace": namespace, "name": "triage", "uid": created["metadata"]["uid"]
+        "namespace": namespace,
+        "name": "triage",
+        "uid": created["metadata"]["uid"],
     }
     assert claims["pod"] == {"name": "agent-0", "uid": p["metadata"]["uid"]}
     assert claims["data_class"] == "internal"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from kubernetes import client
 
 from taskwarden import timeutil
@@ -43,18 +44,27 @@ def test_completion_revokes_immediately(
     h.create(api, namespace, "agentpolicies", h.policy_body())
     before = operator.metric("taskwarden_credentials_revoked_total", reason="Completed")
     jti = _active(api, namespace, "done", pod_name="agent-0")["status"]["credential"]["jti"]
-    h.patch(h.as_user(api, f"system:serviceaccount:{namespace}:agent"), namespace,
-            "agenttasks", "done", {"spec": {"completed": True}})
+    token = h.token_of(h.secret_or_none(api, namespace, "done-credential"))
+    h.patch(
+        h.as_user(api, f"system:serviceaccount:{namespace}:agent"),
+        namespace,
+        "agenttasks",
+        "done",
+        {"spec": {"completed": True}},
+    )
     st = h.wait_phase(api, namespace, "done", "Completed")["status"]
     assert st["reason"] == "Completed"
     _assert_revoked(api, namespace, "done", jti, operator_namespace)
     assert {c["type"]: c["status"] for c in st["conditions"]}["Ready"] == "False"
     h.wait_for(lambda: "Completed" in _reasons(api, namespace, "done"), what="event")
     assert operator.metric("taskwarden_credentials_revoked_total", reason="Completed") == before + 1
-    # The revoked token no longer verifies.
+    # The revoked token no longer verifies, though its signature and exp are still fine.
     jwks = h.jwks(api, operator_namespace)
     revoked = h.revoked_jtis(api, operator_namespace)
-    assert jti in revoked
+    with pytest.raises(tokens.TokenError) as err:
+        tokens.verify(token, jwks, now=time.time(), revoked=revoked)
+    assert err.value.reason == "Revoked"
+    tokens.verify(token, jwks, now=time.time())  # ...which is what makes the list necessary
 
 
 def test_completed_task_never_returns_to_active(
@@ -86,10 +96,11 @@ def test_expiry_fires_after_expires_at_and_not_before(
     assert h.secret_or_none(api, namespace, "short-credential") is not None
     st = h.wait_phase(api, namespace, "short", "Expired", timeout=15)["status"]
     assert st["reason"] == "Expired"
-    expired_entry = [e for e in st["history"] if e["phase"] == "Expired"][0]
+    expired_entry = next(e for e in st["history"] if e["phase"] == "Expired")
     assert timeutil.parse(expired_entry["time"]) >= expires_at
-    _assert_revoked(api, namespace, "short", t["status"]["credential"]["jti"], operator_namespace,
-                    listed=False)  # the token's exp equals the task's: nothing left to list
+    _assert_revoked(
+        api, namespace, "short", t["status"]["credential"]["jti"], operator_namespace, listed=False
+    )  # the token's exp equals the task's: nothing left to list
     h.wait_for(lambda: "Expired" in _reasons(api, namespace, "short"), what="event")
     assert operator.metric("taskwarden_credentials_revoked_total", reason="Expired") == before + 1
 
@@ -100,7 +111,9 @@ def test_deleting_a_task_revokes_its_credential(
     h.pod(api, namespace, "agent-0", "agent")
     h.create(api, namespace, "agentpolicies", h.policy_body())
     jti = _active(api, namespace, "gone")["status"]["credential"]["jti"]
-    h.custom(api).delete_namespaced_custom_object(h.GROUP, h.VERSION, namespace, "agenttasks", "gone")
+    h.custom(api).delete_namespaced_custom_object(
+        h.GROUP, h.VERSION, namespace, "agenttasks", "gone"
+    )
     _assert_revoked(api, namespace, "gone", jti, operator_namespace)
     assert operator.metric("taskwarden_credentials_revoked_total", reason="Deleted") >= 1
 
@@ -167,8 +180,13 @@ def test_policy_narrowed_revokes_policy_changed(
     h.create(api, namespace, "agentpolicies", h.policy_body())
     keep = _active(api, namespace, "reader")["status"]["credential"]["jti"]
     jti = _active(api, namespace, "writer", actions=("comment",))["status"]["credential"]["jti"]
-    h.patch(api, namespace, "agentpolicies", "agents",
-            {"spec": {"rules": [{**h.policy_body()["spec"]["rules"][0], "actions": ["read"]}]}})
+    h.patch(
+        api,
+        namespace,
+        "agentpolicies",
+        "agents",
+        {"spec": {"rules": [{**h.policy_body()["spec"]["rules"][0], "actions": ["read"]}]}},
+    )
     st = h.wait_phase(api, namespace, "writer", "Revoked")["status"]
     assert st["reason"] == "PolicyChanged"
     assert "github:comment" in st["message"]
@@ -213,8 +231,11 @@ def test_rotation_at_half_credential_ttl(
     assert issued < timeutil.parse(cred["expiresAt"])
     assert issued >= timeutil.parse(cred["issuedAt"]) + 4
     secret = h.wait_for(
-        lambda: (s := h.secret_or_none(api, namespace, "rotating-credential"))
-        and s.metadata.annotations["taskwarden.dev/jti"] == new["jti"] and s,
+        lambda: (
+            (s := h.secret_or_none(api, namespace, "rotating-credential"))
+            and s.metadata.annotations["taskwarden.dev/jti"] == new["jti"]
+            and s
+        ),
         what="rotated secret",
     )
     claims = tokens.verify(h.token_of(secret), h.jwks(api, operator_namespace), now=time.time())

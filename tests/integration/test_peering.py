@@ -37,8 +37,13 @@ def test_only_the_active_replica_issues_and_the_standby_takes_over(
         for i in range(2):
             d = tmp_path / f"r{i}"
             d.mkdir()
-            op = h.OperatorProcess(kubeconfig=cluster.kubeconfig, workdir=d,
-                                   operator_namespace=operator_namespace, env=env, name=f"r{i}")
+            op = h.OperatorProcess(
+                kubeconfig=cluster.kubeconfig,
+                workdir=d,
+                operator_namespace=operator_namespace,
+                env=env,
+                name=f"r{i}",
+            )
             op.start()
             replicas.append(op)
         h.pod(api, namespace, "agent-0", "agent")

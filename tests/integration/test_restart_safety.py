@@ -131,14 +131,18 @@ def test_orphaned_credential_secret_is_swept_at_start(
         # While the operator is down, something leaves a credential Secret with a foreign jti.
         core = client.CoreV1Api(api)
         core.patch_namespaced_secret(
-            "stale-credential", namespace,
+            "stale-credential",
+            namespace,
             {"metadata": {"annotations": {"taskwarden.dev/jti": "forged"}}},
         )
     finally:
         operator.start()
     secret = h.wait_for(
-        lambda: (s := h.secret_or_none(api, namespace, "stale-credential"))
-        and s.metadata.annotations["taskwarden.dev/jti"] != "forged" and s,
+        lambda: (
+            (s := h.secret_or_none(api, namespace, "stale-credential"))
+            and s.metadata.annotations["taskwarden.dev/jti"] != "forged"
+            and s
+        ),
         what="stale secret replaced",
     )
     st = h.get(api, namespace, "agenttasks", "stale")["status"]
@@ -184,8 +188,11 @@ def test_two_active_operators_never_issue_two_live_tokens(
 ) -> None:
     """Both standalone (no peering): only the resourceVersion precondition keeps them apart."""
     second = h.OperatorProcess(
-        kubeconfig=cluster.kubeconfig, workdir=tmp_path,
-        operator_namespace=operator_namespace, env=dict(os.environ), name="operator-2",
+        kubeconfig=cluster.kubeconfig,
+        workdir=tmp_path,
+        operator_namespace=operator_namespace,
+        env=dict(os.environ),
+        name="operator-2",
     )
     second.start()
     try:
@@ -194,7 +201,9 @@ def test_two_active_operators_never_issue_two_live_tokens(
         agent = h.as_user(api, f"system:serviceaccount:{namespace}:agent")
         names = [f"race-{i:02d}" for i in range(30)]
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda n: h.create(agent, namespace, "agenttasks", h.task_body(n)), names))
+            list(
+                pool.map(lambda n: h.create(agent, namespace, "agenttasks", h.task_body(n)), names)
+            )
         for n in names:
             h.wait_phase(api, namespace, n, "Active")
         time.sleep(4)  # let any loser's retry run

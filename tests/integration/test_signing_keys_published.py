@@ -16,8 +16,7 @@ from taskwarden.kube import Kube
 
 def _kube(cluster: controlplane.ControlPlane) -> Kube:
     cfg = client.Configuration()
-    config.load_kube_config(str(cluster.kubeconfig), client_configuration=cfg,
-                            persist_config=False)
+    config.load_kube_config(str(cluster.kubeconfig), client_configuration=cfg, persist_config=False)
     return Kube(cfg, workers=4)
 
 
@@ -37,7 +36,8 @@ def test_two_operators_starting_together_create_one_key(
     secret = client.CoreV1Api(api).read_namespaced_secret(publishing.KEYS_SECRET, ns)
     assert secret.type == "Opaque"
     jwks = json.loads(
-        client.CoreV1Api(api).read_namespaced_config_map(publishing.JWKS_CONFIGMAP, ns)
+        client.CoreV1Api(api)
+        .read_namespaced_config_map(publishing.JWKS_CONFIGMAP, ns)
         .data["jwks.json"]
     )
     assert [k["kid"] for k in jwks["keys"]] == list(kids)

@@ -7,24 +7,38 @@ import json
 from taskwarden import approvals
 
 HASH = "sha256:" + "a" * 64
-POLICY = {"metadata": {"name": "p"}, "spec": {"approvers": ["user:alice", "group:sre"],
-                                               "approvalTTL": "10m"}}
+POLICY = {
+    "metadata": {"name": "p"},
+    "spec": {"approvers": ["user:alice", "group:sre"], "approvalTTL": "10m"},
+}
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 
 
-def approval(user: str | None, *, decision: str = "approve", spec_hash: str = HASH,
-             created: str = "2027-01-15T08:00:00Z", groups: tuple[str, ...] = ()) -> dict:
+def approval(
+    user: str | None,
+    *,
+    decision: str = "approve",
+    spec_hash: str = HASH,
+    created: str = "2027-01-15T08:00:00Z",
+    groups: tuple[str, ...] = (),
+) -> dict:
     ann = {}
     if user is not None:
         ann[approvals.APPROVER_ANNOTATION] = json.dumps({"username": user, "groups": list(groups)})
-    return {"metadata": {"name": f"a-{user}-{decision}", "annotations": ann,
-                         "creationTimestamp": created},
-            "spec": {"taskName": "t", "specHash": spec_hash, "decision": decision}}
+    return {
+        "metadata": {
+            "name": f"a-{user}-{decision}",
+            "annotations": ann,
+            "creationTimestamp": created,
+        },
+        "spec": {"taskName": "t", "specHash": spec_hash, "decision": decision},
+    }
 
 
 def state(*apps: dict, requester: str = "system:serviceaccount:ns:agent", now: float = T0 + 1):
-    return approvals.state(task_name="t", spec_hash=HASH, requester=requester, policy=POLICY,
-                           approvals=apps, now=now)
+    return approvals.state(
+        task_name="t", spec_hash=HASH, requester=requester, policy=POLICY, approvals=apps, now=now
+    )
 
 
 def test_no_approval_means_waiting() -> None:

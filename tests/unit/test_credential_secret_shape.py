@@ -10,8 +10,13 @@ from taskwarden import audit, delivery
 
 def test_secret_matches_the_contract() -> None:
     body = delivery.credential_secret(
-        namespace="ns", task_name="t", task_uid="uid-1", token="header.payload.sig", jti="j1",
-        expires_at=1_800_000_000, spiffe_id="spiffe://cluster.local/ns/ns/sa/a",
+        namespace="ns",
+        task_name="t",
+        task_uid="uid-1",
+        token="header.payload.sig",
+        jti="j1",
+        expires_at=1_800_000_000,
+        spiffe_id="spiffe://cluster.local/ns/ns/sa/a",
         jwks={"keys": []},
     )
     md = body["metadata"]
@@ -32,8 +37,14 @@ def test_secret_matches_the_contract() -> None:
 
 
 def test_audit_record_is_one_json_line_with_task_identity() -> None:
-    rec = audit.AuditRecord(event="issued", namespace="ns", name="t", uid="u", jti="j1",
-                            scopes=("github:read:repo:a/b",))
+    rec = audit.AuditRecord(
+        event="issued",
+        namespace="ns",
+        name="t",
+        uid="u",
+        jti="j1",
+        scopes=("github:read:repo:a/b",),
+    )
     line = audit.to_json(rec, 1_800_000_000.0)
     assert "\n" not in line
     doc = json.loads(line)

@@ -52,7 +52,11 @@ def test_scheduler_fires_due_entries_in_order_and_skips_stale() -> None:
             await runner
 
     asyncio.run(scenario())
-    assert [(k[1], kind) for k, kind, _ in fired] == [("b", "expire"), ("a", "rotate"), ("a", "expire")]
+    assert [(k[1], kind) for k, kind, _ in fired] == [
+        ("b", "expire"),
+        ("a", "rotate"),
+        ("a", "expire"),
+    ]
     deadlines = {("b", "expire"): 1005.0, ("a", "rotate"): 1008.0, ("a", "expire"): 1010.0}
     for key, kind, at in fired:
         assert at >= deadlines[(key[1], kind)], "fired before its deadline"
