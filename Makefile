@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint format controlplane tools bench render clean
+.PHONY: demo test unit integration lint format controlplane tools bench render render-check image e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 controlplane: $(STAMP)  ## build (once, cached in ~/.cache/taskwarden) the pinned control plane
 	$(PY) -m taskwarden controlplane build
 
-tools:  ## helm from the Go module proxy, cached in ~/.cache/taskwarden/tools
+tools:  ## helm and promtool from the Go module proxy, cached in ~/.cache/taskwarden/tools
 	bash hack/install-helm.sh
+	bash hack/install-promtool.sh
 
 demo: controlplane  ## the whole story on a real local control plane, then clean up
 	$(PY) -m taskwarden dev
@@ -40,6 +41,16 @@ format: $(STAMP)
 
 render: tools  ## sync chart CRDs and render manifests/install.yaml
 	bash hack/render-install.sh
+
+render-check: tools  ## fail when manifests/install.yaml or the chart CRDs are stale
+	bash hack/render-install.sh --check
+
+IMAGE ?= ghcr.io/taskwarden/taskwarden:0.1.0
+image:  ## needs a Docker engine (not on the dev machines)
+	docker build -t $(IMAGE) .
+
+e2e: $(STAMP)  ## optional: kind cluster end to end (needs Docker)
+	TASKWARDEN_E2E=1 $(VENV)/bin/pytest tests/e2e -v
 
 bench: controlplane  ## benchmarks; results recorded in bench/RESULTS.md
 	$(PY) bench/issuance.py

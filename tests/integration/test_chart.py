@@ -1,0 +1,1118 @@
+"""The Helm chart, the rendered install manifest and the operator RBAC, on the real apiserver.
+
+* `helm lint --strict` and `helm template` with default and all-features values; the schema
+  rejects unknown keys and bad values.
+* Every rendered object is accepted by `kubectl apply --dry-run=server` on the local control
+  plane (ServiceMonitor/PrometheusRule through minimal monitoring.coreos.com CRDs installed here),
+  and so is manifests/install.yaml; the operator pod passes the `restricted` Pod Security level.
+* manifests/install.yaml and charts/taskwarden/crds/ are in sync with the chart and crds/.
+* RBAC least privilege, decided by the real authorizer: the chart's roles are created, a
+  ServiceAccount bound as the chart binds it gets a TokenRequest token, and SelfSubjectAccessReview
+  (plus a few real calls) shows it can make exactly the calls the operator makes, and not others.
+
+Helm comes from hack/install-helm.sh (built from the Go module proxy, cached); kubectl from the
+control plane's binaries.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from taskwarden import controlplane
+from tests.integration import helpers as h
+from tests.integration.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "taskwarden"
+INSTALL = ROOT / "manifests" / "install.yaml"
+GROUP = "taskwarden.dev"
+
+Doc = dict[str, Any]
+
+ALERTS = {
+    "TaskwardenIssuanceFailures",
+    "TaskwardenRevocationLagHigh",
+    "TaskwardenWebhookErrors",
+    "TaskwardenWebhookLatencyHigh",
+    "TaskwardenSigningKeyOld",
+    "TaskwardenOperatorDown",
+}
+
+# The operator's own objects in its namespace (publishing.py, webhooks) and its webhook
+# configurations: fixed names, so RBAC pins them with resourceNames.
+OPERATOR_SECRETS = ("taskwarden-signing-keys", "taskwarden-webhook-tls")
+OPERATOR_CONFIGMAPS = ("taskwarden-jwks", "taskwarden-revocations")
+WEBHOOK_CONFIG = "taskwarden"
+
+
+# --------------------------------------------------------------------------- tools
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """Helm from the cache, built from the Go module proxy on first use (about 3 minutes)."""
+    proc = subprocess.run(
+        ["bash", str(ROOT / "hack" / "install-helm.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert proc.returncode == 0, f"hack/install-helm.sh failed:\n{proc.stderr[-4000:]}"
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path.is_file(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: controlplane.ControlPlane) -> list[str]:
+    return [str(controlplane.find_binaries()["kubectl"]), "--kubeconfig", str(cluster.kubeconfig)]
+
+
+def run(
+    argv: list[str], stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def render(
+    helm: Path,
+    tmp_path: Path,
+    values: dict[str, Any] | None = None,
+    *,
+    release: str = "taskwarden",
+    namespace: str = "taskwarden-system",
+    extra: tuple[str, ...] = (),
+) -> str:
+    argv = [str(helm), "template", release, str(CHART), "--namespace", namespace, *extra]
+    if values is not None:
+        vf = tmp_path / f"values-{uuid.uuid4().hex[:6]}.yaml"
+        vf.write_text(yaml.safe_dump(values))
+        argv += ["-f", str(vf)]
+    proc = run(argv)
+    assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
+    return proc.stdout
+
+
+def docs(text: str) -> list[Doc]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def one(objs: list[Doc], kind: str, name: str | None = None) -> Doc:
+    found = [
+        o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def kubectl_apply(kubectl: list[str], text: str, *, dry_run: bool = True) -> str:
+    argv = [*kubectl, "apply", "-f", "-"]
+    if dry_run:
+        argv.append("--dry-run=server")
+    proc = run(argv, stdin=text)
+    assert proc.returncode == 0, f"kubectl apply failed:\n{proc.stderr}\n{proc.stdout}"
+    return proc.stdout
+
+
+def all_features(watch: list[str]) -> dict[str, Any]:
+    return {
+        "replicaCount": 3,
+        "watchNamespaces": watch,
+        "trustDomain": "prod.example.org",
+        "issuer": "https://taskwarden.example.org",
+        "verbose": True,
+        "extraEnv": [{"name": "TASKWARDEN_REVOCATION_MAX_ENTRIES", "value": "5000"}],
+        "signingKeys": {"algorithm": "EdDSA", "rotationSeconds": 3600},
+        "podAnnotations": {"example.org/team": "security"},
+        "priorityClassName": "",
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}, "interval": "15s"},
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"release": "prometheus"},
+            "additionalAlertLabels": {"team": "security"},
+        },
+        "grafanaDashboard": {"enabled": True},
+        "metrics": {"service": {"annotations": {"prometheus.io/scrape": "true"}}},
+    }
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+@pytest.fixture
+def make_namespace(api: client.ApiClient) -> Iterator[Callable[..., str]]:
+    core = client.CoreV1Api(api)
+    made: list[str] = []
+
+    def make(prefix: str = "chart", labels: dict[str, str] | None = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        with contextlib.suppress(ApiException):
+            core.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def monitoring_crds(api: client.ApiClient) -> Iterator[None]:
+    """Minimal ServiceMonitor and PrometheusRule CRDs, so the apiserver can dry-run those kinds."""
+    ext = client.ApiextensionsV1Api(api)
+    created: list[str] = []
+    for kind, plural in (
+        ("ServiceMonitor", "servicemonitors"),
+        ("PrometheusRule", "prometheusrules"),
+    ):
+        name = f"{plural}.monitoring.coreos.com"
+        body = {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": name},
+            "spec": {
+                "group": "monitoring.coreos.com",
+                "scope": "Namespaced",
+                "names": {
+                    "kind": kind,
+                    "plural": plural,
+                    "singular": kind.lower(),
+                    "listKind": f"{kind}List",
+                },
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "properties": {
+                                    "spec": {
+                                        "type": "object",
+                                        "x-kubernetes-preserve-unknown-fields": True,
+                                    }
+                                },
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+        try:
+            ext.create_custom_resource_definition(body)
+            created.append(name)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+        def established(n: str = name) -> bool:
+            conds = ext.read_custom_resource_definition(n).status.conditions or []
+            return any(c.type == "Established" and c.status == "True" for c in conds)
+
+        wait_for(established, timeout=30, what=f"CRD {name} Established")
+    yield
+    for name in created:
+        with contextlib.suppress(ApiException):
+            ext.delete_custom_resource_definition(name)
+
+
+# --------------------------------------------------------------------------- sync and lint
+
+
+def test_chart_crds_are_a_copy_of_crds() -> None:
+    repo = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    assert repo, "crds/ is empty"
+    assert sorted(chart) == sorted(repo), (
+        "charts/taskwarden/crds/ has other files than crds/: run hack/render-install.sh"
+    )
+    drifted = [n for n in repo if chart[n] != repo[n]]
+    assert not drifted, (
+        f"charts/taskwarden/crds/ drifted from crds/ in {drifted}: run hack/render-install.sh"
+    )
+
+
+def test_install_manifest_is_a_fresh_render(helm: Path) -> None:
+    proc = subprocess.run(
+        ["bash", str(ROOT / "hack" / "render-install.sh"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "HELM": str(helm)},
+    )
+    assert proc.returncode == 0, f"out of sync (run hack/render-install.sh):\n{proc.stderr[-6000:]}"
+    objs = docs(INSTALL.read_text())
+    assert objs[0]["kind"] == "Namespace" and objs[0]["metadata"]["name"] == "taskwarden-system"
+    crds = {o["metadata"]["name"] for o in objs if o["kind"] == "CustomResourceDefinition"}
+    assert {
+        "agenttasks.taskwarden.dev",
+        "agentpolicies.taskwarden.dev",
+        "agentapprovals.taskwarden.dev",
+        "clusterkopfpeerings.kopf.dev",
+    } <= crds
+
+
+def test_helm_lint_strict(helm: Path, tmp_path: Path) -> None:
+    vf = tmp_path / "all.yaml"
+    vf.write_text(yaml.safe_dump(all_features(["agents", "tools"])))
+    for extra in ([], ["-f", str(vf)]):
+        proc = run([str(helm), "lint", "--strict", str(CHART), *extra])
+        assert proc.returncode == 0, f"helm lint {extra}:\n{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": 2, "bogus": True}, "bogus"),
+        ({"image": {"repository": "x", "tga": "1"}}, "tga"),
+        ({"serviceMonitor": {"enabled": True, "intervall": "1m"}}, "intervall"),
+        ({"replicaCount": 0}, "replicaCount"),
+        ({"signingKeys": {"algorithm": "RS256"}}, "algorithm"),
+        ({"issuer": "http://plain.example"}, "issuer"),
+        ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
+        ({"replicaCount": 2, "peering": {"name": ""}}, "peering.name must be set"),
+    ],
+)
+def test_values_are_validated(
+    helm: Path, tmp_path: Path, values: dict[str, Any], message: str
+) -> None:
+    vf = tmp_path / "bad.yaml"
+    vf.write_text(yaml.safe_dump(values))
+    proc = run([str(helm), "template", "taskwarden", str(CHART), "-f", str(vf)])
+    assert proc.returncode != 0, f"accepted bad values {values}"
+    assert message in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------- what is rendered
+
+
+def test_default_render(helm: Path, tmp_path: Path) -> None:
+    objs = docs(render(helm, tmp_path))
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    dep = one(objs, "Deployment", "taskwarden")
+    spec = dep["spec"]
+    assert spec["replicas"] == 2
+    pod = spec["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["image"] == f"ghcr.io/taskwarden/taskwarden:{chart['appVersion']}"
+    assert c["args"] == ["run"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["TASKWARDEN_NAMESPACES"]["value"] == ""
+    assert env["TASKWARDEN_TRUST_DOMAIN"]["value"] == "cluster.local"
+    assert env["TASKWARDEN_ISSUER"]["value"] == "https://taskwarden.taskwarden-system.svc"
+    assert env["TASKWARDEN_PEERING"]["value"] == "taskwarden"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"https": 9443, "metrics": 9090, "health": 8080}
+    for var, port in (
+        ("TASKWARDEN_WEBHOOK_PORT", 9443),
+        ("TASKWARDEN_METRICS_PORT", 9090),
+        ("TASKWARDEN_HEALTH_PORT", 8080),
+    ):
+        assert env[var]["value"] == str(port)
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert pod["serviceAccountName"] == one(objs, "ServiceAccount")["metadata"]["name"]
+
+    # The webhook Service is the one the operator points its webhook configurations at.
+    svc = one(objs, "Service", env["TASKWARDEN_WEBHOOK_SERVICE"]["value"])
+    assert svc["metadata"]["name"] == "taskwarden"
+    assert svc["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
+    ]
+    metrics = one(objs, "Service", "taskwarden-metrics")
+    assert metrics["spec"]["ports"][0]["port"] == 9090
+    for s in (svc, metrics):
+        assert s["spec"]["selector"] == spec["selector"]["matchLabels"]
+    pdb = one(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    kinds = {o["kind"] for o in objs}
+    assert not kinds & {
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+        "CustomResourceDefinition",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    }
+    roles = {o["metadata"]["name"] for o in objs if o["kind"] == "ClusterRole"}
+    assert {"taskwarden:agent", "taskwarden:approver"} <= roles
+    # One replica: no PDB (minAvailable 1 of 1 would block node drains).
+    single = docs(render(helm, tmp_path, {"replicaCount": 1}))
+    assert not [o for o in single if o["kind"] == "PodDisruptionBudget"]
+
+
+def test_namespaced_mode_binds_only_the_watched_namespaces(helm: Path, tmp_path: Path) -> None:
+    objs = docs(render(helm, tmp_path, {"watchNamespaces": ["agents", "tools"]}))
+    env = {
+        e["name"]: e.get("value")
+        for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TASKWARDEN_NAMESPACES"] == "agents,tools"
+    crbs = {o["roleRef"]["name"] for o in objs if o["kind"] == "ClusterRoleBinding"}
+    assert crbs == {"taskwarden:operator-cluster"}
+    rbs = {
+        (o["metadata"]["namespace"], o["roleRef"]["kind"], o["roleRef"]["name"])
+        for o in objs
+        if o["kind"] == "RoleBinding"
+    }
+    assert rbs == {
+        ("agents", "ClusterRole", "taskwarden:operator"),
+        ("tools", "ClusterRole", "taskwarden:operator"),
+        ("taskwarden-system", "Role", "taskwarden:operator"),
+    }
+
+    def resources(role: Doc) -> set[str]:
+        return {r for rule in role["rules"] for r in rule["resources"]}
+
+    assert "kopfpeerings" in resources(one(objs, "ClusterRole", "taskwarden:operator"))
+    assert "clusterkopfpeerings" not in resources(
+        one(objs, "ClusterRole", "taskwarden:operator-cluster")
+    )
+
+
+def test_monitoring_objects(helm: Path, tmp_path: Path) -> None:
+    objs = docs(render(helm, tmp_path, all_features(["agents"])))
+    sm = one(objs, "ServiceMonitor")
+    metrics_svc = one(objs, "Service", "taskwarden-metrics")
+    for k, v in sm["spec"]["selector"]["matchLabels"].items():
+        assert metrics_svc["metadata"]["labels"][k] == v
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+
+    rule = one(objs, "PrometheusRule")
+    rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert {r["alert"] for r in rules} == ALERTS
+    for r in rules:
+        anchor = r["alert"].lower()
+        assert r["annotations"]["runbook_url"].endswith(f"docs/operations.md#{anchor}")
+        assert r["labels"]["severity"] in {"warning", "critical"}
+        assert r["labels"]["team"] == "security"
+    by_name = {r["alert"]: r["expr"] for r in rules}
+    assert "taskwarden_reconcile_errors_total" in by_name["TaskwardenIssuanceFailures"]
+    assert "histogram_quantile(0.99" in by_name["TaskwardenRevocationLagHigh"]
+    assert by_name["TaskwardenRevocationLagHigh"].rstrip().endswith("> 1")
+    assert 'allowed="error"' in by_name["TaskwardenWebhookErrors"]
+    assert by_name["TaskwardenWebhookLatencyHigh"].rstrip().endswith("> 0.02")
+    # 1.5 x the configured rotation period (3600 s in these values).
+    assert by_name["TaskwardenSigningKeyOld"].rstrip().endswith("> 5400")
+
+    cm = one(objs, "ConfigMap", "taskwarden-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dash = json.loads(cm["data"]["taskwarden.json"])
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    for metric in (
+        "taskwarden_credentials_issued_total",
+        "taskwarden_credentials_revoked_total",
+        "taskwarden_active_credentials",
+        "taskwarden_issuance_duration_seconds_bucket",
+        "taskwarden_revocation_lag_seconds_bucket",
+        "taskwarden_policy_decisions_total",
+        "taskwarden_admission_duration_seconds_bucket",
+        "taskwarden_identity_verifications_total",
+    ):
+        assert any(metric in e for e in exprs), f"no dashboard panel queries {metric}"
+
+    # Every taskwarden_* series named in alerts and dashboard is one the operator exports.
+    from prometheus_client import REGISTRY
+
+    from taskwarden import metrics  # noqa: F401 - registers the metrics
+
+    suffixes = {
+        "counter": ("_total",),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
+    }
+    exported = {m.name + sfx for m in REGISTRY.collect() for sfx in suffixes.get(m.type, ("",))}
+    used = set(re.findall(r"taskwarden_[a-z_]+", " ".join([*by_name.values(), *exprs])))
+    assert used <= exported, f"unknown metrics referenced: {sorted(used - exported)}"
+
+
+# --------------------------------------------------------------------------- the real apiserver
+
+
+def test_default_chart_is_accepted_by_the_apiserver(
+    helm: Path,
+    kubectl: list[str],
+    crds: list[str],
+    make_namespace: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    ns = make_namespace("chart")
+    out = kubectl_apply(kubectl, render(helm, tmp_path, release=f"tw-{ns}", namespace=ns))
+    assert "deployment.apps/tw-" in out and "(server dry run)" in out
+
+
+def test_all_features_chart_is_accepted_by_the_apiserver(
+    helm: Path,
+    kubectl: list[str],
+    crds: list[str],
+    monitoring_crds: None,
+    make_namespace: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    ns = make_namespace("chart")
+    watched = [make_namespace("agents"), make_namespace("tools")]
+    text = render(
+        helm,
+        tmp_path,
+        all_features(watched),
+        release=f"tw-{ns}",
+        namespace=ns,
+        extra=("--include-crds",),
+    )
+    out = kubectl_apply(kubectl, text)
+    for kind in (
+        "servicemonitor.monitoring.coreos.com",
+        "prometheusrule.monitoring.coreos.com",
+        "configmap/",
+        "customresourcedefinition.apiextensions.k8s.io/agenttasks",
+    ):
+        assert kind in out, out
+
+
+def test_install_manifest_is_accepted_by_the_apiserver(
+    api: client.ApiClient, kubectl: list[str], crds: list[str]
+) -> None:
+    # Namespaced objects can only be dry-run into a namespace that exists.
+    with contextlib.suppress(ApiException):
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": "taskwarden-system"}})
+    out = kubectl_apply(kubectl, INSTALL.read_text())
+    assert "deployment.apps/taskwarden" in out
+
+
+def test_operator_pod_passes_restricted_pod_security(
+    helm: Path, api: client.ApiClient, make_namespace: Callable[..., str], tmp_path: Path
+) -> None:
+    ns = make_namespace(
+        "psa",
+        {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        },
+    )
+    dep = one(docs(render(helm, tmp_path, namespace=ns)), "Deployment")
+    core = client.CoreV1Api(api)
+    client.CoreV1Api(api).create_namespaced_service_account(
+        ns, {"metadata": {"name": "taskwarden"}}
+    )
+    template = dep["spec"]["template"]
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "taskwarden-psa", "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }
+    core.create_namespaced_pod(ns, body, dry_run="All")  # raises 403 on a violation
+    # The check is real: the same pod running as root is refused.
+    bad = json.loads(json.dumps(body))
+    bad["spec"]["containers"][0]["securityContext"].update(runAsNonRoot=False, runAsUser=0)
+    bad["spec"]["securityContext"].update(runAsNonRoot=False, runAsUser=0)
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_pod(ns, bad, dry_run="All")
+    assert exc.value.status == 403 and "restricted" in exc.value.body
+
+
+# --------------------------------------------------------------------------- RBAC
+
+
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+@contextlib.contextmanager
+def chart_rbac(
+    helm: Path,
+    kubectl: list[str],
+    tmp_path: Path,
+    release: str,
+    namespace: str,
+    values: dict[str, Any] | None = None,
+) -> Iterator[list[Doc]]:
+    """Create the chart's ServiceAccount and RBAC objects for real; delete them afterwards."""
+    objs = [
+        o
+        for o in docs(render(helm, tmp_path, values, release=release, namespace=namespace))
+        if o["kind"] in RBAC_KINDS
+    ]
+    text = yaml.safe_dump_all(objs)
+    kubectl_apply(kubectl, text, dry_run=False)
+    try:
+        yield objs
+    finally:
+        run([*kubectl, "delete", "--ignore-not-found", "--wait=false", "-f", "-"], stdin=text)
+
+
+def token_client(api: client.ApiClient, namespace: str, sa: str) -> client.ApiClient:
+    """An ApiClient authenticated as the ServiceAccount, with a TokenRequest token."""
+    tr = client.CoreV1Api(api).create_namespaced_service_account_token(
+        sa, namespace, {"spec": {"expirationSeconds": 600}}
+    )
+    admin = api.configuration
+    cfg = client.Configuration()
+    cfg.host = admin.host
+    cfg.ssl_ca_cert = admin.ssl_ca_cert
+    cfg.verify_ssl = True
+    cfg.api_key = {"authorization": f"Bearer {tr.status.token}"}
+    return client.ApiClient(cfg)
+
+
+def can(
+    as_sa: client.ApiClient,
+    verb: str,
+    resource: str,
+    *,
+    group: str = "",
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> bool:
+    attrs = {"verb": verb, "group": group, "resource": resource}
+    if namespace:
+        attrs["namespace"] = namespace
+    if name:
+        attrs["name"] = name
+    if subresource:
+        attrs["subresource"] = subresource
+    review = client.AuthorizationV1Api(as_sa).create_self_subject_access_review(
+        {"spec": {"resourceAttributes": attrs}}
+    )
+    return bool(review.status.allowed)
+
+
+Check = tuple[str, str, dict[str, Any]]  # verb, resource, keyword args for can()
+
+
+def assert_access(as_sa: client.ApiClient, allowed: list[Check], denied: list[Check]) -> None:
+    wrong = [f"cannot {v} {r} {kw}" for v, r, kw in allowed if not can(as_sa, v, r, **kw)]
+    wrong += [f"CAN {v} {r} {kw}" for v, r, kw in denied if can(as_sa, v, r, **kw)]
+    assert not wrong, "RBAC differs from what the operator needs:\n" + "\n".join(wrong)
+
+
+def operator_needs(op_ns: str, task_ns: str | None) -> list[Check]:
+    """Every call the operator makes (kube.py, cli.py, publishing.py, kopf), as RBAC checks.
+
+    task_ns None means cluster-wide: checked both across all namespaces and in op_ns' neighbours."""
+    tw = {"group": GROUP}
+    ns = {"namespace": task_ns} if task_ns else {}
+    checks: list[Check] = []
+    for res in ("agenttasks", "agentpolicies", "agentapprovals"):
+        checks += [(v, res, {**tw, **ns}) for v in ("get", "list", "watch")]
+    checks += [
+        ("patch", "agenttasks", {**tw, **ns, "subresource": "status"}),
+        ("patch", "agentapprovals", {**tw, **ns, "subresource": "status"}),
+    ]
+    checks += [(v, "pods", ns) for v in ("get", "list", "watch")]
+    checks += [("list", "secrets", ns)]
+    if task_ns:
+        checks += [
+            (v, "secrets", {"namespace": task_ns}) for v in ("get", "create", "update", "delete")
+        ]
+        checks += [
+            ("create", "events", {"group": "events.k8s.io", "namespace": task_ns}),
+            ("create", "events", {"namespace": task_ns}),
+            ("patch", "events", {"namespace": task_ns}),
+        ]
+    # Own state in the operator namespace.
+    checks += [
+        ("create", "secrets", {"namespace": op_ns}),
+        ("create", "configmaps", {"namespace": op_ns}),
+    ]
+    for name in OPERATOR_SECRETS:
+        checks += [(v, "secrets", {"namespace": op_ns, "name": name}) for v in ("get", "update")]
+    for name in OPERATOR_CONFIGMAPS:
+        checks += [(v, "configmaps", {"namespace": op_ns, "name": name}) for v in ("get", "update")]
+    # Cluster-scoped.
+    adm = {"group": "admissionregistration.k8s.io"}
+    for res in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        checks += [("create", res, adm)]
+        checks += [(v, res, {**adm, "name": WEBHOOK_CONFIG}) for v in ("get", "update", "patch")]
+    crd = {"group": "apiextensions.k8s.io"}
+    checks += [
+        ("list", "customresourcedefinitions", crd),
+        ("watch", "customresourcedefinitions", crd),
+        ("list", "namespaces", {}),
+        ("watch", "namespaces", {}),
+    ]
+    kopf = {"group": "kopf.dev"}
+    if task_ns:
+        checks += [
+            (v, "kopfpeerings", {**kopf, "namespace": task_ns})
+            for v in ("get", "list", "watch", "patch", "create")
+        ]
+    else:
+        checks += [
+            (v, "clusterkopfpeerings", kopf) for v in ("get", "list", "watch", "patch", "create")
+        ]
+    return checks
+
+
+def operator_must_not(op_ns: str, task_ns: str) -> list[Check]:
+    tw = {"group": GROUP, "namespace": task_ns}
+    adm = {"group": "admissionregistration.k8s.io"}
+    rbac = {"group": "rbac.authorization.k8s.io"}
+    crd = {"group": "apiextensions.k8s.io"}
+    return [
+        # Pods: read only.
+        ("delete", "pods", {"namespace": task_ns}),
+        ("create", "pods", {"namespace": task_ns}),
+        ("update", "pods", {"namespace": task_ns}),
+        ("create", "pods", {"namespace": task_ns, "subresource": "exec"}),
+        # Its own API: status only; policies are the admins'.
+        ("update", "agentpolicies", tw),
+        ("patch", "agentpolicies", tw),
+        ("create", "agentpolicies", tw),
+        ("delete", "agentpolicies", tw),
+        ("patch", "agentpolicies", {**tw, "subresource": "status"}),
+        ("patch", "agenttasks", tw),
+        ("update", "agenttasks", tw),
+        ("create", "agenttasks", tw),
+        ("delete", "agenttasks", tw),
+        ("update", "agenttasks", {**tw, "subresource": "status"}),
+        ("create", "agentapprovals", tw),
+        ("patch", "agentapprovals", tw),
+        # Secrets are never watched; other things in its namespace are not its business.
+        ("watch", "secrets", {}),
+        ("list", "configmaps", {"namespace": op_ns}),
+        ("get", "configmaps", {"namespace": op_ns, "name": "kube-root-ca.crt"}),
+        ("delete", "configmaps", {"namespace": op_ns, "name": OPERATOR_CONFIGMAPS[0]}),
+        ("update", "configmaps", {"namespace": task_ns, "name": "anything"}),
+        # Escalation paths.
+        ("create", "clusterroles", rbac),
+        ("bind", "clusterroles", rbac),
+        ("escalate", "clusterroles", rbac),
+        ("create", "clusterrolebindings", rbac),
+        ("create", "rolebindings", {**rbac, "namespace": task_ns}),
+        ("impersonate", "users", {}),
+        ("impersonate", "serviceaccounts", {"namespace": task_ns}),
+        ("create", "serviceaccounts", {"namespace": task_ns, "subresource": "token"}),
+        ("create", "tokenreviews", {"group": "authentication.k8s.io"}),
+        ("create", "subjectaccessreviews", {"group": "authorization.k8s.io"}),
+        # Only its own webhook configurations, and never deleting them.
+        ("get", "mutatingwebhookconfigurations", {**adm, "name": "someone-else"}),
+        ("patch", "validatingwebhookconfigurations", {**adm, "name": "someone-else"}),
+        ("delete", "mutatingwebhookconfigurations", {**adm, "name": WEBHOOK_CONFIG}),
+        ("list", "validatingwebhookconfigurations", adm),
+        # CRDs: observed, never changed.
+        ("create", "customresourcedefinitions", crd),
+        ("update", "customresourcedefinitions", crd),
+        ("delete", "customresourcedefinitions", crd),
+        ("create", "namespaces", {}),
+        ("delete", "namespaces", {"name": task_ns}),
+        ("list", "nodes", {}),
+        ("delete", "clusterkopfpeerings", {"group": "kopf.dev"}),
+    ]
+
+
+def test_operator_rbac_cluster_wide(
+    helm: Path,
+    api: client.ApiClient,
+    kubectl: list[str],
+    crds: list[str],
+    make_namespace: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    op_ns, task_ns = make_namespace("tw-op"), make_namespace("tw-agents")
+    release = f"rbac-{uuid.uuid4().hex[:6]}"
+    with chart_rbac(helm, kubectl, tmp_path, release, op_ns) as objs:
+        sa = one(objs, "ServiceAccount")["metadata"]["name"]
+        as_sa = token_client(api, op_ns, sa)
+        allowed = operator_needs(op_ns, None) + operator_needs(op_ns, task_ns)
+        # Cluster-wide, namespaced kopfpeerings are not needed.
+        allowed = [c for c in allowed if c[1] != "kopfpeerings"]
+        denied = [
+            *operator_must_not(op_ns, task_ns),
+            ("create", "kopfpeerings", {"group": "kopf.dev", "namespace": task_ns}),
+        ]
+        assert_access(as_sa, allowed, denied)
+
+        # And a few real calls with the token, the way the operator makes them.
+        core = client.CoreV1Api(as_sa)
+        core.list_pod_for_all_namespaces(limit=1)
+        core.list_secret_for_all_namespaces(label_selector="taskwarden.dev/task", limit=1)
+        secret = {
+            "metadata": {"name": "t1-credential", "labels": {"taskwarden.dev/task": "t1"}},
+            "type": "taskwarden.dev/credential",
+            "data": {"token": base64.b64encode(b"x").decode()},
+        }
+        core.create_namespaced_secret(task_ns, secret)
+        core.replace_namespaced_secret("t1-credential", task_ns, secret)
+        core.delete_namespaced_secret("t1-credential", task_ns)
+        cm = {"metadata": {"name": "taskwarden-jwks"}, "data": {"jwks.json": "{}"}}
+        core.create_namespaced_config_map(op_ns, cm)
+        cur = core.read_namespaced_config_map("taskwarden-jwks", op_ns)
+        core.replace_namespaced_config_map(
+            "taskwarden-jwks",
+            op_ns,
+            {
+                **cm,
+                "metadata": {**cm["metadata"], "resourceVersion": cur.metadata.resource_version},
+            },
+        )
+        client.CustomObjectsApi(as_sa).list_cluster_custom_object(GROUP, "v1alpha1", "agenttasks")
+        for forbidden in (
+            lambda: core.delete_collection_namespaced_pod(task_ns),
+            lambda: core.list_namespaced_config_map(op_ns),
+            lambda: client.RbacAuthorizationV1Api(as_sa).create_cluster_role(
+                {"metadata": {"name": f"{release}-escalate"}, "rules": []}
+            ),
+        ):
+            with pytest.raises(ApiException) as exc:
+                forbidden()
+            assert exc.value.status == 403
+
+
+def test_operator_rbac_namespaced(
+    helm: Path,
+    api: client.ApiClient,
+    kubectl: list[str],
+    crds: list[str],
+    make_namespace: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    op_ns, watched, other = (
+        make_namespace("tw-op"),
+        make_namespace("tw-agents"),
+        make_namespace("tw-other"),
+    )
+    release = f"rbac-{uuid.uuid4().hex[:6]}"
+    with chart_rbac(
+        helm, kubectl, tmp_path, release, op_ns, {"watchNamespaces": [watched]}
+    ) as objs:
+        sa = one(objs, "ServiceAccount")["metadata"]["name"]
+        as_sa = token_client(api, op_ns, sa)
+        tw = {"group": GROUP}
+        denied: list[Check] = [
+            *operator_must_not(op_ns, watched),
+            # Nothing outside the watched namespaces...
+            *[(v, "pods", {"namespace": other}) for v in ("get", "list", "watch")],
+            *[(v, "secrets", {"namespace": other}) for v in ("get", "list", "create", "delete")],
+            ("list", "agenttasks", {**tw, "namespace": other}),
+            ("patch", "agenttasks", {**tw, "namespace": other, "subresource": "status"}),
+            # ...nor across all namespaces at once.
+            ("list", "pods", {}),
+            ("list", "secrets", {}),
+            ("watch", "agenttasks", tw),
+            ("create", "clusterkopfpeerings", {"group": "kopf.dev"}),
+            ("create", "events", {"group": "events.k8s.io", "namespace": other}),
+        ]
+        assert_access(as_sa, operator_needs(op_ns, watched), denied)
+
+
+def test_user_roles(
+    helm: Path,
+    api: client.ApiClient,
+    kubectl: list[str],
+    crds: list[str],
+    make_namespace: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """taskwarden:agent and taskwarden:approver, bound in one namespace, as admins would."""
+    op_ns, ns, other = (
+        make_namespace("tw-op"),
+        make_namespace("tw-agents"),
+        make_namespace("tw-other"),
+    )
+    release = f"rbac-{uuid.uuid4().hex[:6]}"
+    with chart_rbac(helm, kubectl, tmp_path, release, op_ns) as objs:
+        roles = {o["metadata"]["name"] for o in objs if o["kind"] == "ClusterRole"}
+        agent_role, approver_role = f"{release}-taskwarden:agent", f"{release}-taskwarden:approver"
+        assert {agent_role, approver_role} <= roles
+        rbac = client.RbacAuthorizationV1Api(api)
+        for role, subject in (
+            (agent_role, {"kind": "ServiceAccount", "name": "agent", "namespace": ns}),
+            (
+                approver_role,
+                {"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"},
+            ),
+        ):
+            rbac.create_namespaced_role_binding(
+                ns,
+                {
+                    "metadata": {"name": role.replace(":", "-")},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": role,
+                    },
+                    "subjects": [subject],
+                },
+            )
+
+        authz = client.AuthorizationV1Api(api)
+
+        def allowed(user: str, groups: list[str], verb: str, resource: str, namespace: str) -> bool:
+            review = authz.create_subject_access_review(
+                {
+                    "spec": {
+                        "user": user,
+                        "groups": groups,
+                        "resourceAttributes": {
+                            "verb": verb,
+                            "group": GROUP,
+                            "resource": resource,
+                            "namespace": namespace,
+                        },
+                    }
+                }
+            )
+            return bool(review.status.allowed)
+
+        agent = (
+            f"system:serviceaccount:{ns}:agent",
+            ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
+        )
+        alice = ("alice", ["system:authenticated"])
+        expect = [
+            (agent, "create", "agenttasks", ns, True),
+            (agent, "get", "agenttasks", ns, True),
+            (agent, "list", "agenttasks", ns, True),
+            (agent, "watch", "agenttasks", ns, True),
+            (agent, "update", "agenttasks", ns, True),
+            (agent, "patch", "agenttasks", ns, True),
+            (agent, "patch", "agenttasks", other, False),
+            (agent, "delete", "agenttasks", ns, False),
+            (agent, "create", "agenttasks", other, False),
+            (agent, "create", "agentpolicies", ns, False),
+            (agent, "create", "agentapprovals", ns, False),
+            (alice, "create", "agentapprovals", ns, True),
+            (alice, "get", "agentapprovals", ns, True),
+            (alice, "list", "agentapprovals", ns, True),
+            (alice, "update", "agentapprovals", ns, False),
+            (alice, "delete", "agentapprovals", ns, False),
+            (alice, "get", "agenttasks", ns, True),
+            (alice, "watch", "agenttasks", ns, True),
+            (alice, "create", "agenttasks", ns, False),
+            (alice, "create", "agentpolicies", ns, False),
+            (alice, "create", "agentapprovals", other, False),
+        ]
+        wrong = [
+            f"{who[0]} {verb} {res} in {nsx}: expected {want}"
+            for who, verb, res, nsx, want in expect
+            if allowed(who[0], who[1], verb, res, nsx) != want
+        ]
+        assert not wrong, "\n".join(wrong)
+
+        # Aggregation into the default roles: labels only (no aggregation controller runs here).
+        agg = {o["metadata"]["name"]: o for o in objs if o["kind"] == "ClusterRole"}
+        view = agg[f"{release}-taskwarden:aggregate-to-view"]
+        assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+        assert {v for r in view["rules"] for v in r["verbs"]} == {"get", "list", "watch"}
+        admin_only = agg[f"{release}-taskwarden:aggregate-to-admin"]
+        assert "rbac.authorization.k8s.io/aggregate-to-edit" not in admin_only["metadata"]["labels"]
+        assert {r for rule in admin_only["rules"] for r in rule["resources"]} == {"agentpolicies"}
+
+
+# --------------------------------------------------------------------------- alert rules, for real
+
+PROMTOOL = (
+    Path(os.environ.get("TASKWARDEN_CACHE", Path.home() / ".cache" / "taskwarden"))
+    / "tools"
+    / "promtool-v0.316.0"
+    / "bin"
+    / "promtool"
+)
+
+_SEL = 'job="taskwarden-metrics", namespace="taskwarden-system"'
+
+
+def _series(name: str, values: str, **labels: str) -> dict[str, str]:
+    extra = "".join(f', {k}="{v}"' for k, v in labels.items())
+    return {"series": f"{name}{{{_SEL}{extra}}}", "values": values}
+
+
+def _histogram(name: str, counts: dict[str, int], **labels: str) -> list[dict[str, str]]:
+    """Cumulative buckets growing by `counts[le]` per minute."""
+    return [_series(f"{name}_bucket", f"0+{n}x30", le=le, **labels) for le, n in counts.items()]
+
+
+FIRING = [
+    _series("up", "0x30"),
+    _series("taskwarden_reconcile_errors_total", "0+1x30", stage="issue"),
+    *_histogram("taskwarden_revocation_lag_seconds", {"0.5": 1, "1.0": 1, "2.5": 10, "+Inf": 10}),
+    _series("taskwarden_admission_requests_total", "0+5x30", webhook="agenttasks", allowed="error"),
+    *_histogram(
+        "taskwarden_admission_duration_seconds",
+        {"0.01": 1, "0.02": 1, "0.05": 10, "+Inf": 10},
+        webhook="pods",
+    ),
+    _series("taskwarden_signing_key_age_seconds", "200000x30"),
+]
+HEALTHY = [
+    _series("up", "1x30"),
+    _series("taskwarden_reconcile_errors_total", "0x30", stage="issue"),
+    *_histogram(
+        "taskwarden_revocation_lag_seconds", {"0.05": 10, "0.1": 10, "1.0": 10, "+Inf": 10}
+    ),
+    _series("taskwarden_admission_requests_total", "0+5x30", webhook="agenttasks", allowed="true"),
+    _series("taskwarden_admission_requests_total", "0x30", webhook="agenttasks", allowed="error"),
+    *_histogram(
+        "taskwarden_admission_duration_seconds",
+        {"0.002": 10, "0.005": 10, "0.02": 10, "+Inf": 10},
+        webhook="pods",
+    ),
+    _series("taskwarden_signing_key_age_seconds", "3600x30"),
+]
+EXPECTED_LABELS = {
+    "TaskwardenIssuanceFailures": {"severity": "warning"},
+    "TaskwardenRevocationLagHigh": {"severity": "critical"},
+    "TaskwardenWebhookErrors": {"severity": "critical"},
+    "TaskwardenWebhookLatencyHigh": {"severity": "warning", "webhook": "pods"},
+    "TaskwardenSigningKeyOld": {"severity": "warning"},
+    # absent() of a comparison carries no labels of the series.
+    "TaskwardenOperatorDown": {"severity": "critical"},
+}
+
+
+def test_alert_rules_with_promtool(helm: Path, tmp_path: Path) -> None:
+    """`promtool check rules` on the rendered PrometheusRule, then `promtool test rules`: every
+    alert fires on bad series (with the labels routing relies on) and none fires on healthy ones.
+
+    promtool is built from the Go module proxy (about 8 minutes, once):
+    GOBIN=~/.cache/taskwarden/tools/promtool-v0.316.0/bin \\
+        go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0
+    """
+    if not PROMTOOL.is_file():
+        pytest.skip(f"promtool not built at {PROMTOOL} (see this test's docstring)")
+    rule = one(
+        docs(render(helm, tmp_path, {"prometheusRule": {"enabled": True}})), "PrometheusRule"
+    )
+    assert set(EXPECTED_LABELS) == ALERTS
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(rule["spec"]))
+    proc = run([str(PROMTOOL), "check", "rules", str(rules)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    # Annotations are checked above (templates) and in test_monitoring_objects; without them the
+    # unit test states only what fires and with which labels.
+    bare = json.loads(json.dumps(rule["spec"]))
+    for group in bare["groups"]:
+        for r in group["rules"]:
+            r.pop("annotations", None)
+    (tmp_path / "bare.yaml").write_text(yaml.safe_dump(bare))
+    cases = {
+        "rule_files": ["bare.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": FIRING,
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": name, "exp_alerts": [{"exp_labels": labels}]}
+                    for name, labels in EXPECTED_LABELS.items()
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": HEALTHY,
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": name, "exp_alerts": []}
+                    for name in EXPECTED_LABELS
+                ],
+            },
+        ],
+    }
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(cases, sort_keys=False))
+    proc = run([str(PROMTOOL), "test", "rules", str(tmp_path / "tests.yaml")])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_operator_runs_the_whole_scenario_as_the_charts_service_account(
+    helm: Path,
+    api: client.ApiClient,
+    cluster: controlplane.ControlPlane,
+    kubectl: list[str],
+    crds: list[str],
+    make_namespace: Callable[..., str],
+    namespace: str,
+    operator: h.OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    """RBAC is sufficient: the real operator, authenticated only by a TokenRequest token of the
+    chart's ServiceAccount (with peering, webhooks, keys, revocations), issues and revokes."""
+    op_ns = make_namespace("tw-op")
+    release = f"sa-{uuid.uuid4().hex[:6]}"
+    with chart_rbac(helm, kubectl, tmp_path, release, op_ns) as objs:
+        sa = one(objs, "ServiceAccount")["metadata"]["name"]
+        token = h.sa_token(api, op_ns, sa)
+        kubeconfig = tmp_path / "sa.kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "local",
+                            "cluster": {
+                                "server": cluster.server,
+                                "certificate-authority": str(cluster.pki / "ca.crt"),
+                            },
+                        }
+                    ],
+                    "users": [{"name": sa, "user": {"token": token}}],
+                    "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa}}],
+                    "current-context": "sa",
+                }
+            )
+        )
+        operator.stop()
+        as_chart = h.OperatorProcess(
+            kubeconfig=kubeconfig,
+            workdir=tmp_path,
+            operator_namespace=op_ns,
+            env=dict(os.environ, TASKWARDEN_PEERING=f"taskwarden-{release}"),
+            name="operator-as-chart-sa",
+        )
+        try:
+            as_chart.start()
+            h.pod(api, namespace, "agent-0", "agent")
+            h.create(api, namespace, "agentpolicies", h.policy_body())
+            h.create_task(api, namespace, h.task_body("least", pod_name="agent-0"))
+            st = h.wait_phase(api, namespace, "least", "Active")["status"]
+            jti = st["credential"]["jti"]
+            assert h.secret_or_none(api, namespace, "least-credential") is not None
+            h.patch(
+                h.as_user(api, f"system:serviceaccount:{namespace}:agent"),
+                namespace, "agenttasks", "least", {"spec": {"completed": True}},
+            )
+            h.wait_phase(api, namespace, "least", "Completed")
+            wait_for(lambda: h.secret_or_none(api, namespace, "least-credential") is None)
+            wait_for(lambda: jti in h.revoked_jtis(api, op_ns), what="jti listed")
+            log = as_chart.log.read_text()
+            assert "Forbidden" not in log and " 403" not in log, log[-3000:]
+        finally:
+            as_chart.stop()
+            operator.start()
