@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from taskwarden import GROUP, VERSION, config, runtime
+from taskwarden import GROUP, VERSION, config, runtime, webhooks
 
 log = logging.getLogger(__name__)
 _settings: config.Settings | None = None
@@ -43,7 +43,26 @@ async def start_services(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     settings.peering.priority = random.randint(1, 2**31 - 1)  # noqa: S311 - not security
     # A standby takes over this long after the active replica stops renewing (kopf: 60 s).
     settings.peering.lifetime = int(os.environ.get("TASKWARDEN_PEERING_LIFETIME", "15"))
-    memo["runtime"] = await runtime.build(_settings)
+    rt = memo["runtime"] = await runtime.build(_settings)
+    logging.getLogger("kopf._core.engines.peering").addFilter(_PeeringRelay(rt))
+
+
+class _PeeringRelay(logging.Filter):
+    """kopf has no public "am I active" flag; its peering engine logs each pause and resume.
+    Relay those to the runtime so standby replicas do no work at all (no sweeps, no expiries
+    from stale indexes, no key rotation) and a new active replica rebuilds its indexes first."""
+
+    def __init__(self, rt: runtime.Runtime) -> None:
+        super().__init__()
+        self.rt = rt
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg.startswith(("Pausing operations", "Pausing all operators")):
+            self.rt.on_peering(paused=True)
+        elif msg.startswith("Resuming operations"):
+            self.rt.on_peering(paused=False)
+        return True
 
 
 @kopf.on.cleanup()
@@ -118,3 +137,4 @@ async def approval_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     task = (body.get("spec") or {}).get("taskName")
     if task:
         rt.reconciler.refresh_soon([(ns, task)])
+    await webhooks.on_approval_event(rt, event.get("type"), body)

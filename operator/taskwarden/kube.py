@@ -61,7 +61,9 @@ class Kube:
             raise ApiError(e.status or 0, e.reason or "", e.body or "") from None
 
     def _plain(self, obj: Any) -> dict[str, Any]:
-        return obj if isinstance(obj, dict) else dict(self.api_client.sanitize_for_serialization(obj))
+        return (
+            obj if isinstance(obj, dict) else dict(self.api_client.sanitize_for_serialization(obj))
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -71,7 +73,9 @@ class Kube:
 
     async def get(self, plural: str, ns: str, name: str) -> dict[str, Any]:
         return dict(
-            await self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, plural, name)
+            await self._call(
+                self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, plural, name
+            )
         )
 
     async def list(self, plural: str, ns: str | None = None) -> list[dict[str, Any]]:
@@ -100,7 +104,12 @@ class Kube:
         return dict(
             await self._call(
                 self.custom.patch_namespaced_custom_object_status,
-                GROUP, VERSION, ns, plural, name, body,
+                GROUP,
+                VERSION,
+                ns,
+                plural,
+                name,
+                body,
             )
         )
 
@@ -139,9 +148,7 @@ class Kube:
     async def delete_secret(self, ns: str, name: str) -> bool:
         """Delete; False when it was already gone."""
         try:
-            await self._call(
-                self.core.delete_namespaced_secret, name, ns, grace_period_seconds=0
-            )
+            await self._call(self.core.delete_namespaced_secret, name, ns, grace_period_seconds=0)
             return True
         except ApiError as e:
             if e.status == 404:
@@ -179,3 +186,53 @@ class Kube:
 
     async def create_event(self, ns: str, body: Mapping[str, Any]) -> None:
         await self._call(self.events.create_namespaced_event, ns, body)
+
+    # ---------------------------------------------------------------- admission registration
+
+    async def put_webhook_configuration(self, kind: str, body: Mapping[str, Any]) -> None:
+        """Create or replace a MutatingWebhookConfiguration (kind "mutating") or a
+        ValidatingWebhookConfiguration ("validating"); never deletes one."""
+        api = self.admreg
+        create, read, replace = {
+            "mutating": (
+                api.create_mutating_webhook_configuration,
+                api.read_mutating_webhook_configuration,
+                api.replace_mutating_webhook_configuration,
+            ),
+            "validating": (
+                api.create_validating_webhook_configuration,
+                api.read_validating_webhook_configuration,
+                api.replace_validating_webhook_configuration,
+            ),
+        }[kind]
+        name = body["metadata"]["name"]
+        for _ in range(5):
+            try:
+                await self._call(create, dict(body))
+                return
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+            current = self._plain(await self._call(read, name))
+            updated = {**body, "metadata": {**body["metadata"]}}
+            updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                await self._call(replace, name, updated)
+                return
+            except ApiError as e:
+                if e.status not in (404, 409):  # deleted or changed meanwhile: start over
+                    raise
+        raise ApiError(409, f"{kind} webhook configuration {name}: too many write conflicts")
+
+    async def list_cached(self, plural: str, ns: str) -> list[dict[str, Any]]:
+        """LIST served from the apiserver's watch cache (resourceVersion=0): milliseconds stale
+        at most, but never waits for a consistent read (which can take ~100 ms). For admission."""
+        res = await self._call(
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ns,
+            plural,
+            resource_version="0",
+        )
+        return list(res.get("items", []))

@@ -138,9 +138,11 @@ class KeyManager:
             with contextlib.suppress(ApiError):  # a racing replica wrote the same keys
                 await self.kube.replace_configmap(self.namespace, JWKS_CONFIGMAP, body)
 
-    async def run(self) -> None:
+    async def run(self, active: asyncio.Event | None = None) -> None:
         while True:
             await asyncio.sleep(self.settings.check_interval)
+            if active is not None and not active.is_set():
+                continue  # the active replica rotates; a standby reloads when it takes over
             try:
                 await self.ensure()
             except Exception:

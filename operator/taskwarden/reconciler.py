@@ -91,6 +91,8 @@ class Reconciler:
         self._active: set[Key] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self.instance = socket.gethostname()
+        self.active = asyncio.Event()
+        """Set while this replica is the active one (always, when standalone)."""
 
     # ------------------------------------------------------------------ entry points
 
@@ -111,6 +113,7 @@ class Reconciler:
                 self._locks.pop(key, None)
 
     async def on_task_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        await self.active.wait()
         key = _meta(body)[:2]
         if event_type == "DELETED":
             async with self._lock(key):
@@ -121,6 +124,7 @@ class Reconciler:
 
     async def refresh(self, key: Key) -> None:
         """Re-read a task and reconcile it: after a pod, policy, approval or parent change."""
+        await self.active.wait()
         async with self._lock(key):
             try:
                 body = await self.kube.get(TASKS, *key)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskwarden import config, status
+from taskwarden import config, status, webhooks
 from taskwarden.index import Index
 from taskwarden.kube import APPROVALS, POLICIES, TASKS, Kube
 from taskwarden.publishing import KeyManager, RevocationPublisher
@@ -44,7 +44,12 @@ class Runtime:
         return out
 
     async def warm(self) -> None:
+        """Rebuild the indexes from one LIST each (at start and when a standby takes over: its
+        watches were paused, so what it remembers may be stale), then sweep orphaned Secrets."""
         t0 = time.monotonic()
+        self.index.pods.clear()
+        self.index.policies.clear()
+        self.index.approvals.clear()
         for pod in await self._list_each(self.kube.list_pods):
             self.index.put_pod(pod)
         for pol in await self._list_each(self.kube.list, POLICIES):
@@ -54,7 +59,9 @@ class Runtime:
         removed = await self.reconciler.resync_secrets()
         log.info(
             "indexes warm in %.2fs: %d namespaces with pods, %d orphaned secrets removed",
-            time.monotonic() - t0, len(self.index.pods), removed,
+            time.monotonic() - t0,
+            len(self.index.pods),
+            removed,
         )
 
     async def sweep(self) -> None:
@@ -62,6 +69,8 @@ class Runtime:
         interval = self.settings.lifecycle.sweep_interval
         while True:
             await asyncio.sleep(interval)
+            if not self.reconciler.active.is_set():
+                continue  # a standby's indexes are stale: only the active replica sweeps
             try:
                 await self.reconciler.resync_secrets()
                 for task in await self._list_each(self.kube.list, TASKS):
@@ -76,7 +85,7 @@ class Runtime:
         for coro in (
             self.reconciler.scheduler.run(),
             self.revocations.run(),
-            self.keys.run(),
+            self.keys.run(self.reconciler.active),
             self.sweep(),
         ):
             self.tasks.append(asyncio.create_task(coro))
@@ -87,9 +96,35 @@ class Runtime:
         for t in self.tasks:
             with contextlib.suppress(BaseException):
                 await t
+        hooks = self.extras.pop("webhooks", None)
+        if hooks is not None:
+            with contextlib.suppress(Exception):
+                await hooks.stop()
         with contextlib.suppress(Exception):
             await self.revocations.flush()
         self.kube.close()
+
+    def on_peering(self, paused: bool) -> None:
+        """kopf peering paused (standby) or resumed (active) this replica."""
+        if paused:
+            if self.reconciler.active.is_set():
+                log.info("standby: another replica is active; pausing all work")
+            self.reconciler.active.clear()
+            return
+        if self.reconciler.active.is_set() or self.extras.get("resuming"):
+            return
+
+        async def resume() -> None:
+            try:
+                await self.keys.ensure()
+                await self.revocations.load()
+                await self.warm()
+                self.reconciler.active.set()
+                log.info("active: this replica now reconciles tasks")
+            finally:
+                self.extras.pop("resuming", None)
+
+        self.extras["resuming"] = asyncio.get_running_loop().create_task(resume())
 
 
 async def build(settings: config.Settings) -> Runtime:
@@ -104,4 +139,8 @@ async def build(settings: config.Settings) -> Runtime:
     rt = Runtime(settings, kube, index, keys, revocations, reconciler)
     rt.start_background()  # the revocation flusher must run before the orphan sweep waits on it
     await rt.warm()
+    rt.extras["webhooks"] = await webhooks.start(rt)
+    if not settings.watch.peering:
+        rt.reconciler.active.set()  # standalone: always active
+    # With peering, kopf starts paused and logs when it resumes: handlers.py relays that here.
     return rt

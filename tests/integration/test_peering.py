@@ -52,8 +52,12 @@ def test_only_the_active_replica_issues_and_the_standby_takes_over(
             h.create_task(api, namespace, h.task_body(f"peer-{i}"))
         for i in range(5):
             h.wait_phase(api, namespace, f"peer-{i}", "Active", timeout=40)
+        # The audit line follows the status write: wait for all five to be logged.
+        want = [f"peer-{i}" for i in range(5)]
+        h.wait_for(
+            lambda: sorted(_issued(replicas[0]) | _issued(replicas[1])) == want, what="audit lines"
+        )
         by = [_issued(op) for op in replicas]
-        assert sorted(by[0] | by[1]) == [f"peer-{i}" for i in range(5)]
         assert not (by[0] and by[1]), f"both replicas issued: {by}"
         active = replicas[0] if by[0] else replicas[1]
         standby = replicas[1] if by[0] else replicas[0]
@@ -64,7 +68,7 @@ def test_only_the_active_replica_issues_and_the_standby_takes_over(
         _route_webhooks_to(api, standby.webhook_port)
         h.create_task(api, namespace, h.task_body("after-failover"))
         h.wait_phase(api, namespace, "after-failover", "Active", timeout=60)
-        assert "after-failover" in _issued(standby)
+        h.wait_for(lambda: "after-failover" in _issued(standby), what="standby issued")
     finally:
         for op in replicas:
             op.stop()

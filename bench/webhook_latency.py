@@ -1,0 +1,261 @@
+"""Admission webhook latency.
+
+1. In process: the pure review functions (admission.review) called N times per webhook with
+   representative requests and pre-read facts; p50/p99 per call.
+2. Through the apiserver: sequential AgentTask creates by the agent's pod-bound ServiceAccount
+   token, with the operator's webhooks registered and without them (configurations removed,
+   then restored), in the same run against the same local control plane; p50/p99 and the ratio
+   of medians. The tasks name a pod that does not exist, so they stay Pending and the
+   reconciler's issuing work does not dominate what is measured.
+Each is repeated; medians of the repeats are reported as a markdown table.
+
+Run: .venv/bin/python bench/webhook_latency.py [--reviews 10000] [--tasks 200] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from common import environment, h, machine, median, pct
+from taskwarden import admission, policy
+
+NS = "bench-admission"
+AGENT = f"system:serviceaccount:{NS}:agent"
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
+    user = {
+        "username": AGENT,
+        "groups": ["system:serviceaccounts", f"system:serviceaccounts:{NS}"],
+        "extra": {
+            admission.POD_NAME_EXTRA: ["agent-0"],
+            admission.POD_UID_EXTRA: ["5f0c7d8e-0000-4000-8000-000000000000"],
+        },
+    }
+
+    def body(kind: str, obj: dict[str, Any], who: dict[str, Any] = user) -> dict[str, Any]:
+        return {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "kind": {"kind": kind},
+                "operation": "CREATE",
+                "namespace": NS,
+                "userInfo": who,
+                "object": obj,
+            },
+        }
+
+    task = h.task_body("t", pod_name="agent-0")
+    task["metadata"]["namespace"] = NS
+    stamp = admission.stamp_text(
+        {
+            "username": AGENT,
+            "groups": user["groups"],
+            "podName": "agent-0",
+            "podUID": user["extra"][admission.POD_UID_EXTRA][0],
+        }
+    )
+    stamped = json.loads(json.dumps(task))
+    stamped["metadata"]["annotations"] = {admission.REQUESTER_ANNOTATION: stamp}
+    policies = [h.policy_body(f"p{i}", accounts=(f"sa{i}",)) for i in range(20)]
+    policies.append(h.policy_body("agents", approval="required"))
+    for p in policies:
+        p["metadata"]["namespace"] = NS
+    facts = admission.Facts(policies=tuple(policies))
+
+    parent = json.loads(json.dumps(stamped))
+    parent["metadata"]["name"] = "parent"
+    parent["status"] = {"phase": "Active", "decision": {"policy": "agents"}}
+    delegating = [h.policy_body("agents", extra={"delegation": {"allowed": True, "maxDepth": 2}})]
+    delegating[0]["metadata"]["namespace"] = NS
+    child = json.loads(json.dumps(stamped))
+    child["spec"]["delegatedFrom"] = "parent"
+
+    alice = {"username": "alice", "groups": ["sre"]}
+    target = json.loads(json.dumps(stamped))
+    target["status"] = {"phase": "AwaitingApproval", "specHash": policy.spec_hash(task["spec"])}
+    approval = {
+        "metadata": {
+            "name": "a",
+            "namespace": NS,
+            "annotations": {admission.APPROVER_ANNOTATION: admission.stamp_text(alice)},
+        },
+        "spec": {
+            "taskName": "t",
+            "specHash": policy.spec_hash(task["spec"]),
+            "decision": "approve",
+        },
+    }
+    pod = {
+        "metadata": {"name": "agent-0", "annotations": {admission.TASK_ANNOTATION: "t"}},
+        "spec": {
+            "serviceAccountName": "agent",
+            "containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}],
+            "volumes": [
+                {"name": "taskwarden-credential", "secret": {"secretName": "t-credential"}}
+            ],
+        },
+    }
+    return {
+        admission.MUTATE_TASKS: (body("AgentTask", task), admission.Facts()),
+        admission.VALIDATE_TASKS: (body("AgentTask", stamped), facts),
+        admission.VALIDATE_TASKS + " (delegated)": (
+            body("AgentTask", child),
+            admission.Facts(policies=tuple(delegating), tasks={"parent": parent}),
+        ),
+        admission.MUTATE_APPROVALS: (body("AgentApproval", approval, alice), admission.Facts()),
+        admission.VALIDATE_APPROVALS: (
+            body("AgentApproval", approval, alice),
+            admission.Facts(policies=tuple(policies), tasks={"t": target}),
+        ),
+        admission.MUTATE_PODS: (body("Pod", pod), admission.Facts()),
+        admission.VALIDATE_PODS: (body("Pod", pod), admission.Facts(tasks={"t": stamped})),
+    }
+
+
+def in_process(n: int) -> dict[str, tuple[float, float]]:
+    """webhook -> (p50, p99) in microseconds; every response must be an allow."""
+    out: dict[str, tuple[float, float]] = {}
+    for label, (body, facts) in samples().items():
+        webhook = label.split(" ")[0]
+        assert admission.review(webhook, body, facts)["response"]["allowed"], label
+        times: list[float] = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            admission.review(webhook, body, facts)
+            times.append((time.perf_counter_ns() - t0) / 1000)
+        out[label] = (pct(times, 50), pct(times, 99))
+    return out
+
+
+# --------------------------------------------------------------------------- through the apiserver
+
+
+def webhooks_called(api: client.ApiClient) -> bool:
+    """A dry-run create as the admin is refused exactly when the webhooks are in force."""
+    try:
+        h.custom(api).create_namespaced_custom_object(
+            h.GROUP, h.VERSION, NS, "agenttasks", h.task_body("probe"), dry_run="All"
+        )
+    except ApiException as e:
+        if e.status == 403 and "taskwarden.dev" in (e.body or ""):
+            return True
+        raise
+    return False
+
+
+def remove_webhooks(api: client.ApiClient) -> list[tuple[str, dict[str, Any]]]:
+    adm = client.AdmissionregistrationV1Api(api)
+    saved: list[tuple[str, dict[str, Any]]] = []
+    for kind, read, delete in (
+        (
+            "mutating",
+            adm.read_mutating_webhook_configuration,
+            adm.delete_mutating_webhook_configuration,
+        ),
+        (
+            "validating",
+            adm.read_validating_webhook_configuration,
+            adm.delete_validating_webhook_configuration,
+        ),
+    ):
+        body = api.sanitize_for_serialization(read("taskwarden"))
+        body["metadata"] = {"name": "taskwarden", "labels": body["metadata"].get("labels")}
+        saved.append((kind, body))
+        delete("taskwarden")
+    h.wait_for(lambda: not webhooks_called(api), timeout=30, interval=0.2, what="webhooks off")
+    return saved
+
+
+def restore_webhooks(api: client.ApiClient, saved: list[tuple[str, dict[str, Any]]]) -> None:
+    adm = client.AdmissionregistrationV1Api(api)
+    for kind, body in saved:
+        if kind == "mutating":
+            adm.create_mutating_webhook_configuration(body)
+        else:
+            adm.create_validating_webhook_configuration(body)
+    h.wait_for(lambda: webhooks_called(api), timeout=30, interval=0.2, what="webhooks on")
+
+
+def creates(agent: client.ApiClient, n: int, tag: str) -> list[float]:
+    """Latency (ms) of n sequential AgentTask creates by the agent's ServiceAccount."""
+    custom = client.CustomObjectsApi(agent)
+    out: list[float] = []
+    for i in range(n):
+        body = h.task_body(f"{tag}-{i}", pod_name="ghost")  # Pending: little reconcile work
+        t0 = time.perf_counter()
+        custom.create_namespaced_custom_object(h.GROUP, h.VERSION, NS, "agenttasks", body)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reviews", type=int, default=10_000)
+    ap.add_argument("--tasks", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    runs = [in_process(args.reviews) for _ in range(args.repeat)]
+    rows = []
+    for label in runs[0]:
+        rows.append(
+            (label, median([r[label][0] for r in runs]), median([r[label][1] for r in runs]))
+        )
+
+    with_p50, with_p99, without_p50, without_p99, server_ms = [], [], [], [], []
+    with environment() as (cp, api, op):
+        h.agent_namespace(api, NS)
+        h.pod(api, NS, "agent-0", "agent")
+        h.create(api, NS, "agentpolicies", h.policy_body())
+        h.wait_for(lambda: webhooks_called(api), timeout=60, interval=0.2, what="webhooks on")
+        agent = h.agent_api(cp, api, NS, "agent", "agent-0")
+        creates(agent, 20, "warm")
+        for run in range(args.repeat):
+            c0 = op.metric("taskwarden_admission_duration_seconds_count")
+            s0 = op.metric("taskwarden_admission_duration_seconds_sum")
+            lat = creates(agent, args.tasks, f"with{run}")
+            c1 = op.metric("taskwarden_admission_duration_seconds_count")
+            s1 = op.metric("taskwarden_admission_duration_seconds_sum")
+            with_p50.append(pct(lat, 50))
+            with_p99.append(pct(lat, 99))
+            server_ms.append((s1 - s0) / max(1.0, c1 - c0) * 1000)
+            saved = remove_webhooks(api)
+            lat = creates(agent, args.tasks, f"without{run}")
+            without_p50.append(pct(lat, 50))
+            without_p99.append(pct(lat, 99))
+            restore_webhooks(api, saved)
+
+    print(f"## Admission webhook latency\n\nMachine: {machine()}\n")
+    print(f"In process, {args.reviews} calls per webhook, median of {args.repeat} runs:\n")
+    print("| webhook | p50 (µs) | p99 (µs) |\n|---|---:|---:|")
+    for label, p50, p99 in rows:
+        print(f"| {label} | {p50:.1f} | {p99:.1f} |")
+    print(
+        f"\nAgentTask create through the apiserver ({args.tasks} sequential creates by the "
+        f"agent's pod-bound token, median of {args.repeat} runs; both webhooks of the kind, "
+        "including their API reads):\n"
+    )
+    print("| | p50 (ms) | p99 (ms) |\n|---|---:|---:|")
+    print(f"| with webhooks | {median(with_p50):.2f} | {median(with_p99):.2f} |")
+    print(f"| without webhooks | {median(without_p50):.2f} | {median(without_p99):.2f} |")
+    print(
+        f"| ratio | {median(with_p50) / median(without_p50):.2f}x | "
+        f"{median(with_p99) / median(without_p99):.2f}x |"
+    )
+    print(f"\nIn the operator, mean time per review (read + decide): {median(server_ms):.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
