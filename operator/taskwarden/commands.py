@@ -297,6 +297,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             except Exception:
                 doc = {"revoked": []}
         else:
+            print("warning: no --revocations given: revocation was NOT checked", file=sys.stderr)
             doc = {"revoked": []}
         revoked = {e["jti"] for e in doc.get("revoked", [])}
     except Exception as e:

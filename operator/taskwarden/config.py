@@ -53,7 +53,7 @@ class KeySettings:
     """Seconds a signing key stays active before the next one takes over."""
     publish_delay: float = 600.0
     """Seconds a new key sits in the JWKS before it signs, so verifiers have fetched it."""
-    retain: float = 3600.0
+    retain: float = 24 * 3600.0
     """Seconds a retired key stays in the JWKS; must exceed the longest credential TTL."""
     check_interval: float = 60.0
 
@@ -119,7 +119,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         alg=env.get("TASKWARDEN_SIGNING_ALG", "ES256"),
         rotation_period=_env_float(env, "TASKWARDEN_KEY_ROTATION_SECONDS", 24 * 3600.0),
         publish_delay=_env_float(env, "TASKWARDEN_KEY_PUBLISH_DELAY_SECONDS", 600.0),
-        retain=_env_float(env, "TASKWARDEN_KEY_RETAIN_SECONDS", 3600.0),
+        retain=_env_float(env, "TASKWARDEN_KEY_RETAIN_SECONDS", 24 * 3600.0),
     )
     lifecycle = LifecycleSettings(
         sweep_interval=_env_float(env, "TASKWARDEN_SWEEP_SECONDS", 60.0),

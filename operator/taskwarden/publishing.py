@@ -79,6 +79,7 @@ class KeyManager:
                     rotation_period=self.settings.rotation_period,
                     publish_delay=self.settings.publish_delay,
                     retain=self.settings.retain,
+                    alg=self.settings.alg,
                 )
                 self._rv = None
                 try:
@@ -99,6 +100,7 @@ class KeyManager:
                 rotation_period=self.settings.rotation_period,
                 publish_delay=self.settings.publish_delay,
                 retain=self.settings.retain,
+                alg=self.settings.alg,
             )
             if not changed:
                 return

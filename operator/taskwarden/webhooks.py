@@ -535,6 +535,7 @@ class WebhookService:
         body: Any = None
         with contextlib.suppress(Exception):
             body = await request.json()
+        failed = False
         try:
             facts = await gather(self.reader, webhook, body)
             outcome = admission.decide(webhook, body, facts)
@@ -545,13 +546,14 @@ class WebhookService:
                 outcome = admission.decide(webhook, body, facts)
         except Exception as e:  # never an HTTP 500: the apiserver gets a clear refusal
             log.exception("admission %s failed", webhook)
+            failed = True
             outcome = admission.Outcome(
                 False, f"request.object: the {webhook} webhook failed ({type(e).__name__})", 400
             )
         response = admission.envelope(admission.request_uid(body), outcome)
         metrics.admission_duration.labels(webhook=webhook).observe(time.perf_counter() - started)
         metrics.admission_requests.labels(
-            webhook=webhook, allowed="true" if outcome.allowed else "false"
+            webhook=webhook, allowed="error" if failed else ("true" if outcome.allowed else "false")
         ).inc()
         if not outcome.allowed:
             self._record_denial(webhook, body, outcome)
