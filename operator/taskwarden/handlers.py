@@ -35,8 +35,6 @@ async def start_services(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     assert _settings is not None, "handlers.configure() was not called"
     # Events we post ourselves (with reasons users can act on); kopf's own would be noise.
     settings.posting.enabled = False
-    # Process a task's event at once rather than waiting 100 ms to batch it with later ones.
-    settings.batching.batch_window = 0.005
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # Active/standby: each replica gets a distinct priority; the highest one works, others wait.

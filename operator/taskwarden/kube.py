@@ -136,19 +136,31 @@ class Kube:
     async def replace_secret(self, ns: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._plain(await self._call(self.core.replace_namespaced_secret, name, ns, body))
 
-    async def put_secret(self, ns: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A write whose response body is not needed: skip deserialising it into client models
+        (measurable CPU on the issuance path), but read it so the connection is reused."""
+
+        def call() -> None:
+            resp = fn(*args, _preload_content=False, **kwargs)
+            resp.read()
+            resp.release_conn()
+
+        await self._call(call)
+
+    async def put_secret(self, ns: str, body: Mapping[str, Any]) -> None:
         """Create, or replace unconditionally when it exists: idempotent delivery."""
         try:
-            return await self.create_secret(ns, body)
+            await self._write(self.core.create_namespaced_secret, ns, body)
         except ApiError as e:
             if e.status != 409:
                 raise
-            return await self.replace_secret(ns, body["metadata"]["name"], body)
+            name = body["metadata"]["name"]
+            await self._write(self.core.replace_namespaced_secret, name, ns, body)
 
     async def delete_secret(self, ns: str, name: str) -> bool:
         """Delete; False when it was already gone."""
         try:
-            await self._call(self.core.delete_namespaced_secret, name, ns, grace_period_seconds=0)
+            await self._write(self.core.delete_namespaced_secret, name, ns, grace_period_seconds=0)
             return True
         except ApiError as e:
             if e.status == 404:
@@ -185,7 +197,7 @@ class Kube:
         )
 
     async def create_event(self, ns: str, body: Mapping[str, Any]) -> None:
-        await self._call(self.events.create_namespaced_event, ns, body)
+        await self._write(self.events.create_namespaced_event, ns, body)
 
     # ---------------------------------------------------------------- admission registration
 
