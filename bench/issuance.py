@@ -1,6 +1,6 @@
 """Issuance latency: AgentTask created -> Secret present and status Active, for 200 tasks at
 concurrency 1 and 20, against the floor measured in the same run with the same client
-(create an equivalent Secret + patch a status). Repeated; medians reported.
+(create an equivalent credential Secret + patch an AgentTask status of the same shape). Repeated; medians reported.
 
 Run: .venv/bin/python bench/issuance.py [--tasks 200] [--repeat 3]
 """
@@ -19,28 +19,96 @@ from kubernetes import client
 
 from common import Observer, environment, h, machine, median, pct
 
+FLOOR_NS = "floor"
+FLOOR_TASKS = 32
+
 
 def setup_namespace(api: client.ApiClient, ns: str) -> None:
     h.agent_namespace(api, ns)
     h.pod(api, ns, "agent-0", "agent")
     h.create(api, ns, "agentpolicies", h.policy_body())
-    for i in range(32):
-        h.create(api, ns, "agentpolicies", h.policy_body(f"floor-{i}", accounts=("nobody",)))
+    # The floor writes to real AgentTasks (same CRD, same validation), in a namespace without a
+    # policy: the operator denies them once and then has nothing to do with them.
+    h.agent_namespace(api, FLOOR_NS)
+    for i in range(FLOOR_TASKS):
+        h.create_task(api, FLOOR_NS, h.task_body(f"floor-{i}"))
+    for i in range(FLOOR_TASKS):
+        h.wait_phase(api, FLOOR_NS, f"floor-{i}", "Denied")
+
+
+def _floor_status(i: int) -> dict:
+    """A status of the same shape and size as an issued task's."""
+    t = "2026-01-01T00:00:00Z"
+    cond = {"status": "True", "reason": "Issued", "message": "x" * 120, "lastTransitionTime": t}
+    return {
+        "status": {
+            "message": "credential issued under policy agents rule 0, valid until " + t,
+            "identity": {
+                "spiffeID": "spiffe://cluster.local/ns/bench/sa/agent",
+                "podName": "agent-0",
+                "podUID": "9b2d5c1e-0000-4000-8000-000000000000",
+                "nodeName": None,
+            },
+            "decision": {
+                "allowed": True,
+                "needsApproval": False,
+                "policy": "agents",
+                "rule": 0,
+                "reason": "Allowed: allowed by rule 0 of policy agents",
+                "evaluatedAt": t,
+            },
+            "credential": {
+                "secretName": f"floor-{i}-credential",
+                "jti": secrets.token_urlsafe(16),
+                "keyID": "k" * 43,
+                "issuedAt": t,
+                "expiresAt": t,
+                "rotations": 0,
+            },
+            "expiresAt": t,
+            "specHash": "sha256:" + "0" * 64,
+            "conditions": [{"type": c, **cond} for c in ("Ready", "IdentityVerified")],
+            "history": [{"time": t, "phase": "Active", "reason": "Issued"}],
+            "observedGeneration": i,
+        }
+    }
 
 
 def floor(api: client.ApiClient, ns: str, n: int, conc: int, run: int) -> tuple[list[float], float]:
+    """The same two writes an issuance makes, from the same client: an equivalent credential
+    Secret (owner reference, labels, annotations, same data sizes) and an AgentTask status."""
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     token = base64.b64encode(secrets.token_bytes(700)).decode()
+    owners = {
+        t["metadata"]["name"]: t["metadata"]["uid"]
+        for t in custom.list_namespaced_custom_object(
+            "taskwarden.dev", "v1alpha1", FLOOR_NS, "agenttasks"
+        )["items"]
+    }
     lat: list[float] = []
     lock = threading.Lock()
 
     def one(i: int) -> None:
+        task = f"floor-{i % FLOOR_TASKS}"
         body = {
             "metadata": {
                 "name": f"floor-{run}-{conc}-{i}",
-                "labels": {"floor": "1"},
-                "annotations": {"taskwarden.dev/jti": secrets.token_urlsafe(16)},
+                "labels": {"taskwarden.dev/task": task, "app.kubernetes.io/managed-by": "bench"},
+                "annotations": {
+                    "taskwarden.dev/jti": secrets.token_urlsafe(16),
+                    "taskwarden.dev/expires-at": "2026-01-01T00:00:00Z",
+                },
+                "ownerReferences": [
+                    {
+                        "apiVersion": "taskwarden.dev/v1alpha1",
+                        "kind": "AgentTask",
+                        "name": task,
+                        "uid": owners[task],
+                        "controller": True,
+                        "blockOwnerDeletion": False,
+                    }
+                ],
             },
             "type": "taskwarden.dev/credential",
             "data": {
@@ -50,24 +118,10 @@ def floor(api: client.ApiClient, ns: str, n: int, conc: int, run: int) -> tuple[
                 "jwks.json": token[:300],
             },
         }
-        status = {
-            "status": {
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True",
-                        "reason": "Floor",
-                        "message": "x" * 80,
-                        "lastTransitionTime": "2026-01-01T00:00:00Z",
-                    }
-                ],
-                "observedGeneration": i,
-            }
-        }
         t0 = time.monotonic()
-        core.create_namespaced_secret(ns, body)
+        core.create_namespaced_secret(FLOOR_NS, body)
         custom.patch_namespaced_custom_object_status(
-            "taskwarden.dev", "v1alpha1", ns, "agentpolicies", f"floor-{i % 32}", status
+            "taskwarden.dev", "v1alpha1", FLOOR_NS, "agenttasks", task, _floor_status(i)
         )
         with lock:
             lat.append(time.monotonic() - t0)
