@@ -1,6 +1,7 @@
 """Issuance latency: AgentTask created -> Secret present and status Active, for 200 tasks at
 concurrency 1 and 20, against the floor measured in the same run with the same client
-(create an equivalent credential Secret + patch an AgentTask status of the same shape). Repeated; medians reported.
+(create an equivalent credential Secret + patch an AgentTask status of the same shape).
+Repeated; medians reported.
 
 Run: .venv/bin/python bench/issuance.py [--tasks 200] [--repeat 3]
 """
