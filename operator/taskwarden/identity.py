@@ -150,28 +150,28 @@ def _attest_named(
     if pod is None:
         return _failed(
             POD_NOT_FOUND,
-            f"Pod {namespace}/{pod_name} was not found; expected it to be Running as "
-            f"service account {service_account}.",
+            f"pod {namespace}/{pod_name} was not found; expected it to be Running as "
+            f"service account {service_account}",
         )
     if recorded_uid is not None and pod.uid != recorded_uid:
         return _failed(
             POD_REPLACED,
-            f"Pod {namespace}/{pod_name} has UID {pod.uid}, not the UID {recorded_uid} recorded "
-            "at first issue; the pod was replaced.",
+            f"pod {namespace}/{pod_name} has UID {pod.uid}, not the UID {recorded_uid} recorded "
+            "at first issue; the pod was replaced",
             pod,
         )
     if not pod.running:
         return _failed(
             POD_NOT_RUNNING,
-            f"Pod {namespace}/{pod_name} is {pod.state()}; expected it to be Running and not "
-            "terminating.",
+            f"pod {namespace}/{pod_name} is {pod.state()}; expected it to be Running and not "
+            "terminating",
             pod,
         )
     if pod.service_account != service_account:
         return _failed(
             SERVICE_ACCOUNT_MISMATCH,
-            f"Pod {namespace}/{pod_name} runs as service account {pod.service_account or '<none>'}"
-            f", not {service_account} as the task requires.",
+            f"pod {namespace}/{pod_name} runs as service account {pod.service_account or '<none>'}"
+            f", not {service_account} as the task requires",
             pod,
         )
     return _succeeded(trust_domain, pod)
@@ -184,16 +184,16 @@ def _attest_by_service_account(
     if not as_account:
         return _failed(
             POD_NOT_FOUND,
-            f"No pod in namespace {namespace} runs as service account {service_account}; "
-            "expected at least one Running pod.",
+            f"no pod in namespace {namespace} runs as service account {service_account}; "
+            "expected at least one Running pod",
         )
     running = [p for p in as_account if p.running]
     if not running:
         return _failed(
             POD_NOT_RUNNING,
-            f"None of the {len(as_account)} pod(s) in namespace {namespace} running as service "
+            f"none of the {len(as_account)} pod(s) in namespace {namespace} running as service "
             f"account {service_account} is Running and not terminating (e.g. pod "
-            f"{_oldest(as_account).name} is {_oldest(as_account).state()}).",
+            f"{_oldest(as_account).name} is {_oldest(as_account).state()})",
         )
     return _succeeded(trust_domain, _oldest(running))
 
@@ -211,15 +211,15 @@ def _succeeded(trust_domain: str, pod: _Pod) -> Attestation:
     except ValueError as err:  # not reachable with names the API server validated
         return _failed(
             SERVICE_ACCOUNT_MISMATCH,
-            f"Pod {pod.namespace}/{pod.name} cannot be given a SPIFFE ID: {err}.",
+            f"pod {pod.namespace}/{pod.name} cannot be given a SPIFFE ID: {err}",
             pod,
         )
     return Attestation(
         ok=True,
         reason="",
         message=(
-            f"Pod {pod.namespace}/{pod.name} (UID {pod.uid}) on node {pod.node_name or '<none>'} "
-            f"is Running as service account {account}."
+            f"pod {pod.namespace}/{pod.name} (UID {pod.uid}) on node {pod.node_name or '<none>'} "
+            f"is Running as service account {account}"
         ),
         spiffe_id=sid,
         pod_name=pod.name,

@@ -22,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 from taskwarden import durations
 
@@ -329,7 +329,7 @@ def _plain(value: Any) -> Any:
     # kopf hands out Mapping views rather than dicts; json only serialises real dicts and lists.
     if isinstance(value, Mapping):
         return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+    if _is_list(value):
         return [_plain(item) for item in value]
     return value
 
@@ -380,7 +380,7 @@ def _applies(task: TaskRequest, policy: Mapping[str, Any]) -> bool:
         return False
     subjects = _spec(policy).get("subjects")
     accounts = subjects.get("serviceAccounts") if isinstance(subjects, Mapping) else None
-    return isinstance(accounts, list) and task.service_account in accounts
+    return _is_list(accounts) and task.service_account in accounts
 
 
 def _parse_policy(policy: Mapping[str, Any]) -> _Policy:
@@ -388,7 +388,7 @@ def _parse_policy(policy: Mapping[str, Any]) -> _Policy:
     if not isinstance(spec, Mapping):
         raise _Invalid("spec must be an object")
     raw_rules = spec.get("rules", [])
-    if not isinstance(raw_rules, list):
+    if not _is_list(raw_rules):
         raise _Invalid("spec.rules must be a list")
     return _Policy(
         name=_name(policy) or "",
@@ -441,8 +441,12 @@ def _nonempty_str(raw: Any, path: str) -> str:
     return raw
 
 
+def _is_list(raw: Any) -> TypeGuard[Sequence[Any]]:
+    return isinstance(raw, Sequence) and not isinstance(raw, str | bytes)
+
+
 def _list(raw: Any, path: str) -> list[Any]:
-    if not isinstance(raw, Sequence) or isinstance(raw, str | bytes):
+    if not _is_list(raw):
         raise ValueError(f"{path} must be a list")
     return list(raw)
 
@@ -490,10 +494,12 @@ def _check_task_shape(task: TaskRequest) -> _Failure | None:
 
 
 def _scope_matches(rule: _Rule, triple: Triple) -> bool:
+    """A rule's tool `*` matches any tool and an action `*` any action (the CRD allows both in
+    rules only; tasks always name concrete tools and actions)."""
     tool, action, resource = triple
     return (
-        rule.tool == tool
-        and action in rule.actions
+        (rule.tool == tool or rule.tool == "*")
+        and (action in rule.actions or "*" in rule.actions)
         and any(glob_covers(pattern, resource) for pattern in rule.resources)
     )
 
@@ -526,8 +532,8 @@ def _cover_triples(task: TaskRequest, policy: _Policy) -> _Coverage | _Failure:
             )
         failures = [_rule_failure(task, rule, policy) for rule in matching]
         covering = [rule for rule, failure in zip(matching, failures, strict=True) if not failure]
-        if not covering:
-            return failures[0] or _Failure(SCOPE_NOT_COVERED, "unreachable")
+        if not covering:  # explain with the first rule that matched the scope
+            return next(failure for failure in failures if failure is not None)
         # Prefer a rule that needs no approval, so that approval is asked only when unavoidable.
         rule = next((r for r in covering if not r.approval_required), covering[0])
         chosen.append((triple, rule))
@@ -683,7 +689,7 @@ def _principal_matches(entry: Any, username: str, groups: Sequence[str]) -> bool
 
 def _listed(policy: Mapping[str, Any], field: str, username: str, groups: Sequence[str]) -> bool:
     entries = _spec(policy).get(field)
-    if not isinstance(entries, list) or not username:
+    if not _is_list(entries) or not username:
         return False
     groups = (groups,) if isinstance(groups, str) else tuple(g for g in groups if g)
     return any(_principal_matches(entry, username, groups) for entry in entries)
@@ -766,37 +772,40 @@ def narrowing_violation(
     parent_expires_at)`.
     """
     del child_expires_at, parent_expires_at  # clamped by the caller, never rejected
-    checks = (
-        lambda: _check_parent_link(child, parent),
-        lambda: _check_child_scopes(child, parent),
-        lambda: _check_child_audiences(child, parent),
-        lambda: _check_child_data_class(child, parent),
-        lambda: _check_depth(parent_depth, max_depth),
-    )
-    for check in checks:
-        message = check()
+    delegation = _Delegation(child, parent, parent_depth, max_depth)
+    for check in _NARROWING_CHECKS:
+        message = check(delegation)
         if message is not None:
             return message
     return None
 
 
-def _check_parent_link(child: TaskRequest, parent: TaskRequest) -> str | None:
+@dataclass(frozen=True)
+class _Delegation:
+    child: TaskRequest
+    parent: TaskRequest
+    parent_depth: int
+    max_depth: int
+
+
+def _check_parent_link(d: _Delegation) -> str | None:
+    child, parent = d.child, d.parent
     if child.namespace != parent.namespace or child.delegated_from != parent.name:
         return (
             f"spec.delegatedFrom: {child.delegated_from} must name the parent task "
-            f"{parent.namespace}/{parent.name} in the child's own namespace {child.namespace}."
+            f"{parent.namespace}/{parent.name} in the child's own namespace {child.namespace}"
         )
     return None
 
 
-def _check_child_scopes(child: TaskRequest, parent: TaskRequest) -> str | None:
-    for index, scope in enumerate(child.scopes):
+def _check_child_scopes(d: _Delegation) -> str | None:
+    for index, scope in enumerate(d.child.scopes):
         for triple in _scope_triples(scope):
-            detail = _uncovered_by_parent(triple, parent)
+            detail = _uncovered_by_parent(triple, d.parent)
             if detail is not None:
                 return (
                     f"spec.scopes[{index}]: {_show(triple)} is not within the scopes of parent "
-                    f"task {parent.name} ({detail}); a delegated task may only narrow them."
+                    f"task {d.parent.name} ({detail}); a delegated task may only narrow them"
                 )
     return None
 
@@ -815,34 +824,44 @@ def _uncovered_by_parent(triple: Triple, parent: TaskRequest) -> str | None:
     return None
 
 
-def _check_child_audiences(child: TaskRequest, parent: TaskRequest) -> str | None:
-    for audience in child.audiences:
-        if audience not in parent.audiences:
+def _check_child_audiences(d: _Delegation) -> str | None:
+    for audience in d.child.audiences:
+        if audience not in d.parent.audiences:
             return (
                 f"spec.audiences: audience {audience} is not among the audiences of parent task "
-                f"{parent.name}; a delegated task may only narrow them."
+                f"{d.parent.name}; a delegated task may only narrow them"
             )
     return None
 
 
-def _check_child_data_class(child: TaskRequest, parent: TaskRequest) -> str | None:
+def _check_child_data_class(d: _Delegation) -> str | None:
+    child, parent = d.child.data_class, d.parent.data_class
     if (
-        child.data_class not in DATA_CLASSES
-        or parent.data_class not in DATA_CLASSES
-        or DATA_CLASSES.index(child.data_class) > DATA_CLASSES.index(parent.data_class)
+        child not in DATA_CLASSES
+        or parent not in DATA_CLASSES
+        or DATA_CLASSES.index(child) > DATA_CLASSES.index(parent)
     ):
         return (
-            f"spec.dataClass: {child.data_class} is higher than dataClass {parent.data_class} of "
-            f"parent task {parent.name}; a delegated task may only keep or lower it."
+            f"spec.dataClass: {child} is higher than dataClass {parent} of parent task "
+            f"{d.parent.name}; a delegated task may only keep or lower it"
         )
     return None
 
 
-def _check_depth(parent_depth: int, max_depth: int) -> str | None:
-    depth = parent_depth + 1
-    if depth > max_depth:
+def _check_depth(d: _Delegation) -> str | None:
+    depth = d.parent_depth + 1
+    if depth > d.max_depth:
         return (
             f"spec.delegatedFrom: delegation depth {depth} exceeds delegation.maxDepth "
-            f"{max_depth} of the parent's policy."
+            f"{d.max_depth} of the parent's policy"
         )
     return None
+
+
+_NARROWING_CHECKS: tuple[Callable[[_Delegation], str | None], ...] = (
+    _check_parent_link,
+    _check_child_scopes,
+    _check_child_audiences,
+    _check_child_data_class,
+    _check_depth,
+)

@@ -148,7 +148,7 @@ def test_widening_any_axis_is_a_violation(
     assert message is not None
     assert message.startswith(f"{field}: ")
     assert fragment in message
-    assert message.endswith(".")
+    assert not message.endswith(".")  # messages follow the decision style: no full stop
 
 
 def test_a_triple_must_be_covered_by_one_parent_scope_not_pieced_together() -> None:
@@ -178,7 +178,7 @@ def test_depth_is_bounded_by_the_parents_policy(
     else:
         assert message == (
             f"spec.delegatedFrom: delegation depth {parent_depth + 1} exceeds "
-            f"delegation.maxDepth {max_depth} of the parent's policy."
+            f"delegation.maxDepth {max_depth} of the parent's policy"
         )
 
 

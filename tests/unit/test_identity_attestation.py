@@ -229,7 +229,7 @@ def test_each_failure_of_a_named_pod_has_its_reason(
     assert "agent-1" in result.message
     for fragment in fragments:
         assert fragment in result.message
-    assert result.message.endswith(".")
+    assert not result.message.endswith(".")  # same style as policy decision messages
 
 
 def test_a_failed_attestation_still_reports_the_pod_it_found() -> None:

@@ -654,3 +654,48 @@ def test_a_group_string_is_not_split_into_characters() -> None:
     p = make_policy("p", approvers=["group:s"])
     assert not policy.approver_allowed(p, "bob", "sre")  # type: ignore[arg-type]
     assert policy.approver_allowed(make_policy(approvers=["group:sre"]), "bob", "sre")  # type: ignore[arg-type]
+
+
+# --- Wildcard tool and action in rules ------------------------------------------------------------
+
+
+def _wild_policy(tool: str, actions: list[str]) -> dict:
+    return {
+        "metadata": {"name": "wild", "namespace": "agents"},
+        "spec": {
+            "subjects": {"serviceAccounts": ["research-agent"]},
+            "rules": [
+                {
+                    "tool": tool,
+                    "actions": actions,
+                    "resources": ["repo:acme/*"],
+                    "audiences": ["https://api.github.com"],
+                }
+            ],
+        },
+    }
+
+
+def _wild_task(tool: str, action: str) -> policy.TaskRequest:
+    return policy.task_request(
+        "agents",
+        "t",
+        {
+            "agent": {"serviceAccountName": "research-agent"},
+            "intent": "x",
+            "scopes": [{"tool": tool, "actions": [action], "resources": ["repo:acme/widgets"]}],
+            "audiences": ["https://api.github.com"],
+        },
+    )
+
+
+def test_rule_tool_star_covers_any_tool_but_still_checks_resources() -> None:
+    pol = _wild_policy("*", ["read"])
+    assert policy.evaluate(_wild_task("gitlab", "read"), [pol]).allowed
+    assert not policy.evaluate(_wild_task("gitlab", "write"), [pol]).allowed
+
+
+def test_rule_action_star_covers_any_action_of_that_tool_only() -> None:
+    pol = _wild_policy("github", ["*"])
+    assert policy.evaluate(_wild_task("github", "delete"), [pol]).allowed
+    assert not policy.evaluate(_wild_task("gitlab", "read"), [pol]).allowed

@@ -1,11 +1,12 @@
 """Properties of policy decisions, checked against a brute-force oracle written here.
 
 The oracle shares no code with `taskwarden.policy`: globs are translated to regular expressions,
-and "pattern A covers pattern B" is decided by enumerating every string up to length 6 over a
-small alphabet. For patterns of at most 3 characters that enumeration is exact (a string matched
-by B and not by A, if one exists, is never longer than the two patterns together; this was
-checked exhaustively for all such patterns), so on these small alphabets the oracle can demand
-equality, not just soundness.
+and "pattern A covers pattern B" is decided by enumerating every string of up to 6 characters
+over a small alphabet. For the short patterns generated here that is exact: a string matched by
+B and not by A, when there is one, is never longer than the two patterns together (checked
+offline for every pair of patterns up to 3 characters against strings up to 8 characters). So
+the oracle demands equal decisions, not merely safe ones, and the glob inclusion is compared
+with it exhaustively for every pair of such patterns.
 """
 
 from __future__ import annotations
@@ -369,8 +370,8 @@ def test_evaluate_agrees_with_the_oracle(
 
 
 def test_generated_cases_reach_every_outcome() -> None:
-    """The properties above see every outcome, including allows of several triples; with
-    derandomize the run is the same every time, so this cannot flake."""
+    """The generated scenarios reach every outcome, so the properties above are not vacuous;
+    with derandomize the run is the same every time, so this cannot flake."""
     seen: set[str] = set()
 
     @settings(max_examples=400, database=None, deadline=None, derandomize=True)
@@ -379,14 +380,14 @@ def test_generated_cases_reach_every_outcome() -> None:
         task, candidates = scenario
         decision = policy.evaluate(task, candidates)
         seen.add(decision.reason)
-        if decision.allowed and len(oracle_triples(task)) > 1 and decision.rule:
-            seen.add("AllowedBySeveralRules")
+        if decision.allowed and len(oracle_triples(task)) > 1:
+            seen.add("AllowedSeveralTriples")
 
     collect()
     assert seen == {
         "Allowed", "ApprovalRequired", "NoMatchingPolicy", "ScopeNotCovered",
         "AudienceNotAllowed", "DataClassTooHigh", "TTLTooLong", "CredentialTTLTooLong",
-        "AllowedBySeveralRules",
+        "AllowedSeveralTriples",
     }  # fmt: skip
 
 
