@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -80,12 +81,17 @@ class Kube:
 
     async def list(self, plural: str, ns: str | None = None) -> list[dict[str, Any]]:
         if ns:
-            res = await self._call(
-                self.custom.list_namespaced_custom_object, GROUP, VERSION, ns, plural
+            return await self._pages(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                ns,
+                plural,
+                keep=lambda i: i,
             )
-        else:
-            res = await self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, plural)
-        return list(res.get("items", []))
+        return await self._pages(
+            self.custom.list_cluster_custom_object, GROUP, VERSION, plural, keep=lambda i: i
+        )
 
     async def patch_status(
         self,
@@ -115,12 +121,33 @@ class Kube:
 
     # ---------------------------------------------------------------- core objects
 
+    async def _pages(
+        self, fn: Callable[..., Any], *args: Any, keep: Callable[[dict[str, Any]], Any], **kw: Any
+    ) -> list[Any]:
+        """LIST in pages of 500, parsing JSON directly (no client models) and keeping only
+        `keep(item)` of each: with 10,000 credential Secrets a full, modelled LIST would cost
+        hundreds of MiB of transient memory that the allocator never gives back."""
+
+        def page(token: str | None) -> dict[str, Any]:
+            resp = fn(*args, limit=500, _continue=token, _preload_content=False, **kw)
+            try:
+                return dict(json.loads(resp.data))
+            finally:
+                resp.release_conn()
+
+        out: list[Any] = []
+        token: str | None = None
+        while True:
+            doc = await self._call(page, token)
+            out.extend(keep(item) for item in doc.get("items") or [])
+            token = (doc.get("metadata") or {}).get("continue") or None
+            if not token:
+                return out
+
     async def list_pods(self, ns: str | None = None) -> list[dict[str, Any]]:
         if ns:
-            res = await self._call(self.core.list_namespaced_pod, ns)
-        else:
-            res = await self._call(self.core.list_pod_for_all_namespaces)
-        return [self._plain(p) for p in res.items]
+            return await self._pages(self.core.list_namespaced_pod, ns, keep=_compact_pod)
+        return await self._pages(self.core.list_pod_for_all_namespaces, keep=_compact_pod)
 
     async def get_secret(self, ns: str, name: str) -> dict[str, Any] | None:
         try:
@@ -168,15 +195,18 @@ class Kube:
             raise
 
     async def list_secrets(self, ns: str | None, label_selector: str) -> list[dict[str, Any]]:
+        """Secrets' type and metadata only: the sweeper never needs (or keeps) their data."""
+
+        def meta(item: dict[str, Any]) -> dict[str, Any]:
+            return {"type": item.get("type"), "metadata": item.get("metadata") or {}}
+
         if ns:
-            res = await self._call(
-                self.core.list_namespaced_secret, ns, label_selector=label_selector
+            return await self._pages(
+                self.core.list_namespaced_secret, ns, keep=meta, label_selector=label_selector
             )
-        else:
-            res = await self._call(
-                self.core.list_secret_for_all_namespaces, label_selector=label_selector
-            )
-        return [self._plain(s) for s in res.items]
+        return await self._pages(
+            self.core.list_secret_for_all_namespaces, keep=meta, label_selector=label_selector
+        )
 
     async def get_configmap(self, ns: str, name: str) -> dict[str, Any] | None:
         try:
@@ -248,3 +278,18 @@ class Kube:
             resource_version="0",
         )
         return list(res.get("items", []))
+
+
+def _compact_pod(item: dict[str, Any]) -> dict[str, Any]:
+    from taskwarden.index import compact_pod
+
+    return compact_pod(item)
+
+
+def trim_memory() -> None:
+    """Return freed heap to the OS after large transient work (start-up LISTs, sweeps)."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

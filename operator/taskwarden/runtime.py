@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskwarden import config, status, webhooks
+from taskwarden import kube as kube_mod
 from taskwarden.index import Index
 from taskwarden.kube import APPROVALS, POLICIES, TASKS, Kube
 from taskwarden.publishing import KeyManager, RevocationPublisher
@@ -57,6 +58,7 @@ class Runtime:
         for appr in await self._list_each(self.kube.list, APPROVALS):
             self.index.put_approval(appr)
         removed = await self.reconciler.resync_secrets()
+        kube_mod.trim_memory()
         log.info(
             "indexes warm in %.2fs: %d namespaces with pods, %d orphaned secrets removed",
             time.monotonic() - t0,
@@ -78,6 +80,7 @@ class Runtime:
                     if phase not in status.TERMINAL:
                         md = task["metadata"]
                         self.reconciler.refresh_soon([(md["namespace"], md["name"])])
+                kube_mod.trim_memory()
             except Exception:
                 log.exception("periodic sweep failed; next in %ss", interval)
 

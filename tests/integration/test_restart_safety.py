@@ -209,6 +209,10 @@ def test_two_active_operators_never_issue_two_live_tokens(
         time.sleep(4)  # let any loser's retry run
     finally:
         second.stop()
+        # Locally each process registers the webhooks at its own port (in a cluster a Service
+        # fronts them all): restart the session operator so they point at it again.
+        operator.stop()
+        operator.start()
     issued = _issued_jtis(operator.log)
     for k, v in _issued_jtis(second.log).items():
         issued.setdefault(k, set()).update(v)
