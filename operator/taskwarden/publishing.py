@@ -92,6 +92,7 @@ class KeyManager:
                     await self.load()  # another replica won the race: adopt its keys
             await self._rotate_locked()
             await self.publish_jwks()
+            self.active()  # refreshes taskwarden_signing_key_age_seconds even when idle
 
     async def _rotate_locked(self) -> None:
         for _ in range(5):
