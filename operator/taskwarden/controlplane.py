@@ -248,6 +248,18 @@ def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
 # --------------------------------------------------------------------------- processes
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a detached process's reaper may be slow to collect it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return False
+
+
 def _die_with_parent() -> None:
     """Run in the child: get SIGKILL when the launching process dies, so nothing leaks."""
     with contextlib.suppress(Exception):
@@ -290,13 +302,7 @@ class ControlPlane:
         return "\n".join(out)
 
     def alive(self) -> dict[str, bool]:
-        res = {}
-        for name, pid in self.pids.items():
-            try:
-                os.kill(pid, 0)
-                res[name] = True
-            except ProcessLookupError:
-                res[name] = False
+        res = {name: _running(pid) for name, pid in self.pids.items()}
         for name, p in self._procs.items():
             res[name] = p.poll() is None
         return res
@@ -320,11 +326,8 @@ class ControlPlane:
                 if proc is not None:
                     if proc.poll() is not None:
                         break
-                else:
-                    try:
-                        os.kill(pid, 0)
-                    except ProcessLookupError:
-                        break
+                elif not _running(pid):
+                    break
                 time.sleep(0.05)
             else:
                 with contextlib.suppress(ProcessLookupError):
@@ -332,6 +335,10 @@ class ControlPlane:
                 if proc is not None:
                     with contextlib.suppress(Exception):
                         proc.wait(2)
+                else:
+                    gone = time.monotonic() + 2
+                    while _running(pid) and time.monotonic() < gone:
+                        time.sleep(0.05)
         self.pids.clear()
         self._procs.clear()
         with contextlib.suppress(OSError):

@@ -142,6 +142,12 @@ class Reconciler:
     async def _on_deadline(self, key: Key, kind: str) -> None:
         await self.refresh(key)
 
+    async def reconcile_now(self, body: Mapping[str, Any]) -> None:
+        """Reconcile a task body read by the start-up resync (the caller knows it is active)."""
+        key = _meta(body)[:2]
+        async with self._lock(key):
+            await self._guarded(key, body)
+
     async def _guarded(self, key: Key, body: Mapping[str, Any]) -> None:
         try:
             await self._reconcile(body)

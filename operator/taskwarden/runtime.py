@@ -66,6 +66,28 @@ class Runtime:
             removed,
         )
 
+    async def resync_tasks(self) -> int:
+        """Reconcile every live task from one paged LIST, before kopf's own initial listing
+        (which delivers the same objects one event at a time, ~4 ms each, through per-object
+        workers). Expiries missed while down, Secrets missing after a crash and re-attestation
+        all happen here; kopf's later events for the same objects find nothing to do."""
+        t0 = time.monotonic()
+        live = [
+            t
+            for t in await self._list_each(self.kube.list, TASKS)
+            if (t.get("status") or {}).get("phase") not in status.TERMINAL
+        ]
+        sem = asyncio.Semaphore(32)
+
+        async def one(task: dict[str, Any]) -> None:
+            async with sem:
+                await self.reconciler.reconcile_now(task)
+
+        await asyncio.gather(*(one(t) for t in live))
+        kube_mod.trim_memory()
+        log.info("resynced %d live tasks in %.2fs", len(live), time.monotonic() - t0)
+        return len(live)
+
     async def sweep(self) -> None:
         """Periodic full reconciliation: orphans, missed expiries, re-attestation."""
         interval = self.settings.lifecycle.sweep_interval
@@ -122,6 +144,7 @@ class Runtime:
                 await self.keys.ensure()
                 await self.revocations.load()
                 await self.warm()
+                await self.resync_tasks()
                 self.reconciler.active.set()
                 log.info("active: this replica now reconciles tasks")
             finally:
@@ -144,6 +167,7 @@ async def build(settings: config.Settings) -> Runtime:
     await rt.warm()
     rt.extras["webhooks"] = await webhooks.start(rt)
     if not settings.watch.peering:
+        await rt.resync_tasks()
         rt.reconciler.active.set()  # standalone: always active
     # With peering, kopf starts paused and logs when it resumes: handlers.py relays that here.
     return rt

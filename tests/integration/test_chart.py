@@ -1106,7 +1106,10 @@ def test_operator_runs_the_whole_scenario_as_the_charts_service_account(
             assert h.secret_or_none(api, namespace, "least-credential") is not None
             h.patch(
                 h.as_user(api, f"system:serviceaccount:{namespace}:agent"),
-                namespace, "agenttasks", "least", {"spec": {"completed": True}},
+                namespace,
+                "agenttasks",
+                "least",
+                {"spec": {"completed": True}},
             )
             h.wait_phase(api, namespace, "least", "Completed")
             wait_for(lambda: h.secret_or_none(api, namespace, "least-credential") is None)

@@ -48,8 +48,5 @@ def test_up_env_down(tmp_path: Path) -> None:
         down = _cli("down", "--dir", str(d))
     assert down.returncode == 0
     for pid in pids:
-        assert (
-            not Path(f"/proc/{pid}").exists()
-            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
-        ), f"process {pid} survived `controlplane down`"
+        assert not controlplane._running(pid), f"process {pid} survived `controlplane down`"
     assert _cli("env", "--dir", str(d)).returncode == 1
