@@ -93,6 +93,27 @@ class Kube:
             self.custom.list_cluster_custom_object, GROUP, VERSION, plural, keep=lambda i: i
         )
 
+    async def list_tasks_brief(self, ns: str | None = None) -> list[dict[str, Any]]:
+        """AgentTasks reduced to what the Secret sweep compares: uid, phase, credential jti."""
+
+        def brief(item: dict[str, Any]) -> dict[str, Any]:
+            md, st = item.get("metadata") or {}, item.get("status") or {}
+            return {
+                "metadata": {k: md.get(k) for k in ("name", "namespace", "uid")},
+                "status": {
+                    "phase": st.get("phase"),
+                    "credential": {"jti": (st.get("credential") or {}).get("jti")},
+                },
+            }
+
+        if ns:
+            return await self._pages(
+                self.custom.list_namespaced_custom_object, GROUP, VERSION, ns, TASKS, keep=brief
+            )
+        return await self._pages(
+            self.custom.list_cluster_custom_object, GROUP, VERSION, TASKS, keep=brief
+        )
+
     async def patch_status(
         self,
         plural: str,

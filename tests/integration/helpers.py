@@ -104,7 +104,7 @@ class OperatorProcess:
 
     def metrics(self) -> str:
         with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=15
         ) as r:
             return str(r.read().decode())
 
