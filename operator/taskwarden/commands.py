@@ -8,6 +8,7 @@ found. Tokens are never printed: `verify` prints the verified claims.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -270,36 +271,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
         token = Path(raw).read_text().strip()
     else:
         token = raw.strip()
+    from taskwarden import verifier
+
+    ns = args.operator_namespace
     try:
         if args.jwks:
-            jwks_doc = (
-                json.loads(Path(args.jwks).read_text()) if Path(args.jwks).is_file() else (None)
-            )
-            if jwks_doc is None:
-                import urllib.request
-
-                with urllib.request.urlopen(args.jwks, timeout=5) as r:  # noqa: S310
-                    jwks_doc = json.loads(r.read())
+            jwks_doc = verifier.parse_jwks(verifier.read_source(args.jwks))
         else:
-            jwks_doc = json.loads(
-                _cluster_doc(args.operator_namespace, "taskwarden-jwks", "jwks.json")
+            jwks_doc = verifier.parse_jwks(
+                _cluster_doc(ns, "taskwarden-jwks", "jwks.json").encode()
             )
-        revoked: set[str] = set()
+        revoked: frozenset[str] = frozenset()
         if args.revocations:
-            doc = json.loads(Path(args.revocations).read_text())
+            revoked = verifier.parse_revocations(verifier.read_source(args.revocations))
         elif not args.jwks:
-            try:
-                doc = json.loads(
-                    _cluster_doc(
-                        args.operator_namespace, "taskwarden-revocations", "revocations.json"
-                    )
-                )
-            except Exception:
-                doc = {"revoked": []}
+            with contextlib.suppress(Exception):  # nothing revoked (published) yet
+                doc = _cluster_doc(ns, "taskwarden-revocations", "revocations.json")
+                revoked = verifier.parse_revocations(doc.encode())
         else:
             print("warning: no --revocations given: revocation was NOT checked", file=sys.stderr)
-            doc = {"revoked": []}
-        revoked = {e["jti"] for e in doc.get("revoked", [])}
     except Exception as e:
         print(f"error: cannot load JWKS or revocation list: {e}", file=sys.stderr)
         return 1

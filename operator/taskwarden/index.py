@@ -27,13 +27,12 @@ def compact_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
             "name": md.get("name"),
             "namespace": md.get("namespace"),
             "uid": md.get("uid"),
-            "creationTimestamp": md.get("creationTimestamp") or md.get("creation_timestamp"),
-            "deletionTimestamp": md.get("deletionTimestamp") or md.get("deletion_timestamp"),
+            "creationTimestamp": md.get("creationTimestamp"),
+            "deletionTimestamp": md.get("deletionTimestamp"),
         },
         "spec": {
-            "serviceAccountName": spec.get("serviceAccountName")
-            or spec.get("service_account_name"),
-            "nodeName": spec.get("nodeName") or spec.get("node_name"),
+            "serviceAccountName": spec.get("serviceAccountName"),
+            "nodeName": spec.get("nodeName"),
         },
         "status": {"phase": st.get("phase")},
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import socket
@@ -209,7 +210,7 @@ class Reconciler:
         except ValueError as e:
             await self._terminate(body, "Failed", "InvalidSpec", str(e), trigger_at=now)
             return
-        expires_at = await self._expires_at(body, req)
+        expires_at = self._expires_at(body, req)
 
         if spec.get("completed"):
             await self._terminate(
@@ -265,7 +266,7 @@ class Reconciler:
         else:
             await self._wait(body, verdict, expires_at, now)
 
-    async def _expires_at(self, body: Mapping[str, Any], req: policy.TaskRequest) -> float:
+    def _expires_at(self, body: Mapping[str, Any], req: policy.TaskRequest) -> float:
         st = body.get("status") or {}
         if st.get("expiresAt"):
             return timeutil.parse(st["expiresAt"])
@@ -660,7 +661,7 @@ class Reconciler:
         if not st.get("expiresAt"):
             with contextlib.suppress(Exception):
                 req = policy.task_request(ns, name, body.get("spec") or {})
-                patch["expiresAt"] = timeutil.rfc3339(await self._expires_at(body, req))
+                patch["expiresAt"] = timeutil.rfc3339(self._expires_at(body, req))
         patch["specHash"] = policy.spec_hash(body.get("spec") or {})
         # Unconditional: a terminal phase must land even if the object moved on meanwhile.
         try:
@@ -849,6 +850,4 @@ class Reconciler:
 
 
 def _with(record: audit.AuditRecord, **changes: Any) -> audit.AuditRecord:
-    import dataclasses
-
     return dataclasses.replace(record, **changes)

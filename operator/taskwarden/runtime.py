@@ -97,12 +97,7 @@ class Runtime:
                 continue  # a standby's indexes are stale: only the active replica sweeps
             try:
                 await self.reconciler.resync_secrets()
-                for task in await self._list_each(self.kube.list, TASKS):
-                    phase = (task.get("status") or {}).get("phase")
-                    if phase not in status.TERMINAL:
-                        md = task["metadata"]
-                        self.reconciler.refresh_soon([(md["namespace"], md["name"])])
-                kube_mod.trim_memory()
+                await self.resync_tasks()  # reconciles from the LIST, no GET per task
             except Exception:
                 log.exception("periodic sweep failed; next in %ss", interval)
 

@@ -124,19 +124,12 @@ class _Cached:
         self.fetched_at = float("-inf")
         self.lock = threading.Lock()
 
-    def _read(self) -> bytes:
-        src = str(self.source)
-        if src.startswith(("https://", "http://")):
-            with urllib.request.urlopen(src, context=self.ctx, timeout=5) as r:  # noqa: S310
-                return bytes(r.read())
-        return Path(src).read_bytes()
-
     def get(self, force: bool = False) -> Any:
         with self.lock:
             now = self.clock()
             if force or self.value is None or now - self.fetched_at >= self.ttl:
                 try:
-                    self.value = self.parse(self._read())
+                    self.value = self.parse(read_source(self.source, self.ctx))
                     self.fetched_at = now
                 except (OSError, ValueError):
                     if self.value is None:
@@ -144,14 +137,25 @@ class _Cached:
             return self.value
 
 
-def _parse_revocations(data: bytes) -> frozenset[str]:
+def read_source(source: str | Path, ctx: ssl.SSLContext | None = None) -> bytes:
+    """The bytes of an https:// or http:// URL, or of a local file."""
+    src = str(source)
+    if src.startswith(("https://", "http://")):
+        with urllib.request.urlopen(src, context=ctx, timeout=5) as r:  # noqa: S310
+            return bytes(r.read())
+    return Path(src).read_bytes()
+
+
+def parse_revocations(data: bytes) -> frozenset[str]:
+    """Revoked jtis from a revocation list, or from the data of its ConfigMap."""
     doc = json.loads(data)
     if isinstance(doc, Mapping) and "revocations.json" in doc:  # a ConfigMap's data
         doc = json.loads(doc["revocations.json"])
     return frozenset(str(e["jti"]) for e in doc.get("revoked", []))
 
 
-def _parse_jwks(data: bytes) -> dict[str, Any]:
+def parse_jwks(data: bytes) -> dict[str, Any]:
+    """A JWK Set, given as itself or as the data of the taskwarden-jwks ConfigMap."""
     doc = json.loads(data)
     if isinstance(doc, Mapping) and "jwks.json" in doc:
         doc = json.loads(doc["jwks.json"])
@@ -175,9 +179,9 @@ class Verifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         ctx = ssl.create_default_context(cafile=ca_file) if ca_file else None
-        self._jwks = _Cached(jwks, cache_ttl, ctx, clock, _parse_jwks)
+        self._jwks = _Cached(jwks, cache_ttl, ctx, clock, parse_jwks)
         self._revoked = (
-            _Cached(revocations, cache_ttl, ctx, clock, _parse_revocations) if revocations else None
+            _Cached(revocations, cache_ttl, ctx, clock, parse_revocations) if revocations else None
         )
         self.audience, self.issuer, self.max_stale = audience, issuer, max_stale
         self.leeway, self.clock = leeway, clock
