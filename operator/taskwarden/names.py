@@ -1,0 +1,34 @@
+"""Every name Taskwarden shares with the cluster: API group, annotations, labels, Secret type,
+phases and data classes. One home for each, so that admission, the task controller, the CLI
+and the verifier can never disagree. Stdlib only; imported by every layer.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "taskwarden.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+# --- annotations and labels ------------------------------------------------------------------
+REQUESTER_ANNOTATION: Final = "taskwarden.dev/requester"
+"""Stamped by admission on an AgentTask: who created it (JSON: username, groups, extras)."""
+APPROVER_ANNOTATION: Final = "taskwarden.dev/approver"
+"""Stamped by admission on an AgentApproval: who approved or denied."""
+REVOKE_ANNOTATION: Final = "taskwarden.dev/revoke"
+"""Set (e.g. by `taskwarden revoke`) to revoke a task at once; the value is the reason."""
+TASK_ANNOTATION: Final = "taskwarden.dev/task"
+"""On a pod: the task whose credential the pod mutation mounts."""
+TASK_LABEL: Final = "taskwarden.dev/task"
+"""On a credential Secret: the name of the task it belongs to."""
+JTI_ANNOTATION: Final = "taskwarden.dev/jti"
+EXP_ANNOTATION: Final = "taskwarden.dev/expires-at"
+SECRET_TYPE: Final = "taskwarden.dev/credential"
+
+# --- AgentTask phases --------------------------------------------------------------------------
+TERMINAL: Final = frozenset({"Completed", "Expired", "Revoked", "Denied", "Failed"})
+"""Phases a task never leaves."""
+
+# --- data classes, least to most sensitive ------------------------------------------------------
+DATA_CLASSES: Final = ("public", "internal", "confidential", "restricted")
