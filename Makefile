@@ -31,9 +31,11 @@ unit: $(STAMP)
 integration: controlplane tools
 	$(VENV)/bin/pytest tests/integration
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, the layer contracts (import-linter) and mypy --strict
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format operator tests bench
