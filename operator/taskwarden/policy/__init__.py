@@ -20,6 +20,7 @@ modules inside the package import the submodules directly.
 from __future__ import annotations
 
 from taskwarden import names
+from taskwarden.policy import delegation
 from taskwarden.policy.evaluation import (
     Decision,
     covering_policies,
@@ -43,6 +44,7 @@ __all__ = [
     "approver_allowed",
     "clamp_expiry",
     "covering_policies",
+    "delegation",
     "delegation_limits",
     "evaluate",
     "evaluate_policy",
