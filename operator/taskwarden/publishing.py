@@ -1,6 +1,6 @@
 """Publishes what verifiers need: signing keys (Secret), JWKS and the revocation list (ConfigMaps).
 
-Called by the reconciler (sign with the active key, revoke a jti) and by the TLS server
+Called by the reconciler (sign through `KeyManager.signer()`, revoke a jti) and by the TLS server
 (/.well-known/jwks.json, /revocations). Keys are created exactly once even when two operators
 start together (create, and on conflict adopt the winner's); every write to a shared object is
 a replace with the read resourceVersion, retried on conflict after merging.
@@ -20,6 +20,7 @@ from typing import Any
 from taskwarden import metrics
 from taskwarden.config import KeySettings, LifecycleSettings
 from taskwarden.credentials import keys as keymod
+from taskwarden.credentials import signing
 from taskwarden.credentials.revocation import RevocationList
 from taskwarden.kube import ApiError, Kube
 
@@ -39,6 +40,9 @@ def _unb64(data: dict[str, str] | None) -> dict[str, str]:
 
 
 class KeyManager:
+    """The Secret backend of `credentials.keymanager.KeyManager`: every replica signs with the
+    keys kept in Secret `taskwarden-signing-keys`, and the JWKS is published in a ConfigMap."""
+
     def __init__(
         self,
         kube: Kube,
@@ -118,15 +122,20 @@ class KeyManager:
                 await self.load()
 
     def active(self) -> keymod.SigningKey:
+        """The key that signs now. Prefer `signer()`, which keeps the private key inside."""
         key = self.keyset.active(self.clock(), self.settings.publish_delay)
         metrics.signing_key_age.set(max(0.0, self.clock() - key.created_at))
         return key
 
+    def signer(self) -> signing.Signer:
+        """The signer of the key that signs now, checking each token against the JWKS."""
+        return signing.KeySigner(self.active(), self.jwks())
+
     def jwks(self) -> dict[str, Any]:
-        return self.keyset.jwks()
+        return dict(self.keyset.jwks())
 
     async def publish_jwks(self) -> None:
-        body = {
+        body: dict[str, Any] = {
             "metadata": {"name": JWKS_CONFIGMAP, "namespace": self.namespace, "labels": LABELS},
             "data": {"jwks.json": json.dumps(self.jwks(), sort_keys=True)},
         }

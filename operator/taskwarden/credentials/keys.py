@@ -7,7 +7,7 @@ published, and when a new key is prepared or an old one is dropped.
 Who calls it: the key-management service (loads the :class:`KeySet` from the Secret in the
 operator namespace, calls :meth:`KeySet.rotate` on a timer, writes the Secret back and publishes
 :meth:`KeySet.jwks` in the ``taskwarden-jwks`` ConfigMap and at ``/.well-known/jwks.json``), and
-``credentials.tokens`` (signs with :meth:`KeySet.active`, verifies against the JWKS).
+``credentials.keymanager`` (hands out a signer for :meth:`KeySet.active`).
 
 Pure: no kopf, no Kubernetes client, no clock. Time comes in as ``now`` (unix seconds).
 
@@ -92,7 +92,7 @@ def b64url_decode(text: str) -> bytes:
     Python's decoder ignores stray characters and the unused low bits of the last character,
     so two different strings can decode to the same bytes. Tokens and JWKs must have exactly one
     spelling, so we re-encode and compare. Used by this module for JWKs and by
-    ``credentials.tokens`` for every token segment.
+    ``credentials.verification`` for every token segment.
     """
     if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not unpadded base64url")

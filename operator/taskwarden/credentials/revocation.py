@@ -7,8 +7,8 @@ keeps the list small (tokens live minutes).
 Who calls it: the lifecycle/revocation service (``add`` on every revocation, ``compact`` on a
 timer, then ``to_configmap_data`` for ConfigMap ``taskwarden-revocations`` and the
 ``/revocations`` endpoint; ``from_configmap_data`` + ``merge`` to combine with what another
-replica or an earlier run published), and ``credentials.tokens.verify`` (``revoked=`` accepts a
-RevocationList, since it is a container of jti).
+replica or an earlier run published), and ``credentials.verification.verify`` (``revoked=``
+accepts a RevocationList, since it is a container of jti).
 
 Pure: no kopf, no Kubernetes client; time comes in as ``now`` (unix seconds).
 
