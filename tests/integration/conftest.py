@@ -2,8 +2,11 @@
 
 Fixtures: `cluster` (the running control plane), `api` (an admin ApiClient), `crds` (CRDs from
 crds/ installed and Established), `namespace` (a fresh namespace per test) and `operator`
-(a `taskwarden run` subprocess against the control plane). A failing test prints the tail of
-the control plane's and the operator's logs.
+(a `taskwarden run` subprocess against the control plane). On top of those, `agent_env` (the
+test namespace with a Running agent pod and an AgentPolicy) and `active_task` (an Active task
+with its credential in it) are factories, so a test asks for the variant it needs; `webhooks`
+waits until the apiserver really calls the operator's admission webhooks. A failing test
+prints the tail of the control plane's and the operator's logs.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +134,69 @@ def operator(
         yield op
     finally:
         op.stop()
+
+
+@pytest.fixture
+def agent_env(
+    api: client.ApiClient, cluster: controlplane.ControlPlane, namespace: str
+) -> Callable[..., helpers.AgentEnv]:
+    """Factory: the test namespace with Running agent pods and an AgentPolicy, made once.
+
+    `agent_env(policy=..., pods=..., sa=...)` takes `helpers.agent_env`'s options; a second
+    call returns the same env and must not ask for a different one.
+    """
+    made: list[tuple[dict[str, Any], helpers.AgentEnv]] = []
+
+    def make(**options: Any) -> helpers.AgentEnv:
+        if made:
+            assert not options or options == made[0][0], "agent_env already made differently"
+            return made[0][1]
+        made.append((options, helpers.agent_env(api, namespace, cluster=cluster, **options)))
+        return made[0][1]
+
+    return make
+
+
+@pytest.fixture
+def active_task(
+    agent_env: Callable[..., helpers.AgentEnv], operator: helpers.OperatorProcess
+) -> Callable[..., helpers.Task]:
+    """Factory: an Active AgentTask (its credential Secret written) in the prepared namespace.
+
+    `active_task(name, **task_body options, creator=ApiClient)`; pass `env=agent_env(...)`
+    first for a non-default policy or pods. Each call adds a task to the same namespace.
+    """
+
+    def make(name: str = "task", **task: Any) -> helpers.Task:
+        env: helpers.AgentEnv = task.pop("env", None) or agent_env()
+        return env.task(name, **task)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def webhooks(
+    api: client.ApiClient, operator: helpers.OperatorProcess, agent_role: str
+) -> Iterator[None]:
+    """Wait until the apiserver really calls the operator's webhooks (configs are cached)."""
+    probe_ns = f"probe-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": probe_ns}})
+
+    def refused() -> bool:
+        try:
+            helpers.custom(api).create_namespaced_custom_object(
+                helpers.GROUP,
+                helpers.VERSION,
+                probe_ns,
+                "agenttasks",
+                helpers.task_body("probe"),
+                dry_run="All",
+            )
+        except ApiException as e:
+            return e.status == 403 and "taskwarden.dev" in (e.body or "")
+        return False
+
+    helpers.wait_for(refused, timeout=60, interval=0.2, what="webhooks called by the apiserver")
+    yield
+    with contextlib.suppress(ApiException):
+        client.CoreV1Api(api).delete_namespace(probe_ns)

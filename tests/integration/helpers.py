@@ -237,11 +237,17 @@ def pod(
     }
     created = core.create_namespaced_pod(ns, body)
     if running:
-        set_pod_phase(api, ns, name, "Running")
+        run_pod(api, ns, name)
     return dict(api.sanitize_for_serialization(created))
 
 
+def run_pod(api: client.ApiClient, ns: str, name: str) -> None:
+    """The one place a test pod gets to Running (here the test plays the kubelet)."""
+    set_pod_phase(api, ns, name, "Running")
+
+
 def set_pod_phase(api: client.ApiClient, ns: str, name: str, phase: str) -> None:
+    """Playing the kubelet: write the pod's phase and Ready condition through the status."""
     ready = "True" if phase == "Running" else "False"
     client.CoreV1Api(api).patch_namespaced_pod_status(
         name,
@@ -425,3 +431,133 @@ def agent_namespace(api: client.ApiClient, name: str, role: str = "taskwarden:ag
             ],
         },
     )
+
+
+# --------------------------------------------------------------------------- prepared namespaces
+
+
+@dataclass
+class Task:
+    """An AgentTask a test created and saw reach a phase, with accessors for its credential."""
+
+    env: AgentEnv
+    name: str
+    created: dict[str, Any]
+    """The object as admission returned it (uid, stamped annotations)."""
+    body: dict[str, Any]
+    """The object as first seen in the phase waited for."""
+
+    @property
+    def namespace(self) -> str:
+        return self.env.namespace
+
+    @property
+    def uid(self) -> str:
+        return str(self.created["metadata"]["uid"])
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.body["status"])
+
+    @property
+    def jti(self) -> str:
+        return str(self.body["status"]["credential"]["jti"])
+
+    @property
+    def secret_name(self) -> str:
+        return f"{self.name}-credential"
+
+    def get(self) -> dict[str, Any]:
+        return get(self.env.api, self.namespace, "agenttasks", self.name)
+
+    def phase(self) -> str | None:
+        return phase_of(self.env.api, self.namespace, self.name)
+
+    def wait(self, phase: str, timeout: float = 20) -> dict[str, Any]:
+        return wait_phase(self.env.api, self.namespace, self.name, phase, timeout)
+
+    def secret(self) -> Any:
+        """The credential Secret, waiting for it to appear."""
+        return wait_for(
+            lambda: secret_or_none(self.env.api, self.namespace, self.secret_name),
+            what=f"secret {self.namespace}/{self.secret_name}",
+        )
+
+    def token(self) -> str:
+        return token_of(self.secret())
+
+
+@dataclass
+class AgentEnv:
+    """A namespace prepared for agents: Running pods of one ServiceAccount and an AgentPolicy."""
+
+    api: client.ApiClient
+    namespace: str
+    policy: dict[str, Any]
+    pods: dict[str, dict[str, Any]]
+    sa: str = "agent"
+    cluster: controlplane.ControlPlane | None = None
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        """The first pod, as created."""
+        return next(iter(self.pods.values()))
+
+    @property
+    def pod_uid(self) -> str:
+        return str(self.pod["metadata"]["uid"])
+
+    @property
+    def username(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.sa}"
+
+    def as_agent(self) -> client.ApiClient:
+        """Admin impersonating the agent's ServiceAccount."""
+        return as_user(self.api, self.username)
+
+    def agent_api(self, pod: str | None = "agent-0") -> client.ApiClient:
+        """The API as the agent's real (pod-bound unless pod is None) ServiceAccount token."""
+        assert self.cluster is not None, "AgentEnv made without a cluster"
+        return agent_api(self.cluster, self.api, self.namespace, self.sa, pod)
+
+    def create_task(
+        self, name: str, *, creator: client.ApiClient | None = None, **task: Any
+    ) -> dict[str, Any]:
+        """Create an AgentTask for this env's agent, as the agent (impersonated) by default."""
+        body = task_body(name, self.sa, **task)
+        if creator is None:
+            return create_task(self.api, self.namespace, body)
+        return create(creator, self.namespace, "agenttasks", body)
+
+    def task(
+        self,
+        name: str = "task",
+        *,
+        creator: client.ApiClient | None = None,
+        phase: str = "Active",
+        timeout: float = 20,
+        **task: Any,
+    ) -> Task:
+        """Create a task and wait for `phase`; an Active one also has its Secret by then."""
+        created = self.create_task(name, creator=creator, **task)
+        body = wait_phase(self.api, self.namespace, name, phase, timeout)
+        t = Task(self, name, created, body)
+        if phase == "Active":
+            t.secret()
+        return t
+
+
+def agent_env(
+    api: client.ApiClient,
+    ns: str,
+    *,
+    policy: dict[str, Any] | None = None,
+    pods: tuple[str, ...] = ("agent-0",),
+    sa: str = "agent",
+    cluster: controlplane.ControlPlane | None = None,
+) -> AgentEnv:
+    """Running pods for ServiceAccount `sa` and an AgentPolicy (default `policy_body()`)."""
+    made = {name: pod(api, ns, name, sa) for name in pods}
+    pol = policy if policy is not None else policy_body(accounts=(sa,))
+    create(api, ns, "agentpolicies", pol)
+    return AgentEnv(api, ns, pol, made, sa, cluster)

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import inspect
 import json
 import ssl
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,28 +32,8 @@ REQ_KEY = "taskwarden.dev/requester"
 APPR_KEY = "taskwarden.dev/approver"
 
 
-# --------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def webhooks(api: client.ApiClient, operator: h.OperatorProcess, agent_role: str) -> Iterator[None]:
-    """Wait until the apiserver really calls the operator's webhooks (configs are cached)."""
-    probe_ns = f"probe-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": probe_ns}})
-
-    def refused() -> bool:
-        try:
-            h.custom(api).create_namespaced_custom_object(
-                h.GROUP, h.VERSION, probe_ns, "agenttasks", h.task_body("probe"), dry_run="All"
-            )
-        except ApiException as e:
-            return e.status == 403 and "taskwarden.dev" in (e.body or "")
-        return False
-
-    h.wait_for(refused, timeout=60, interval=0.2, what="webhooks called by the apiserver")
-    yield
-    with contextlib.suppress(ApiException):
-        client.CoreV1Api(api).delete_namespace(probe_ns)
+# --------------------------------------------------------------------------- helpers
+# (fixtures, `webhooks` among them, are in conftest.py)
 
 
 def refusal(fn: Any, *args: Any, **kwargs: Any) -> str:
@@ -123,24 +101,18 @@ def test_agent_creates_its_own_task_stamped_with_its_pod(
     namespace: str,
     operator: h.OperatorProcess,
     webhooks: None,
+    agent_env: Callable[..., h.AgentEnv],
 ) -> None:
-    p = h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
+    env = agent_env()
     before = operator.metric(
         "taskwarden_admission_requests_total", webhook="mutate-agenttasks", allowed="true"
     )
-    created = create_as(
-        agent(cluster, api, namespace),
-        namespace,
-        "agenttasks",
-        h.task_body("own", pod_name="agent-0"),
-    )
+    created = env.task("own", creator=env.agent_api(), pod_name="agent-0").created
 
     stamp = json.loads(created["metadata"]["annotations"][REQ_KEY])
     assert stamp["username"] == f"system:serviceaccount:{namespace}:agent"
-    assert stamp["podName"] == "agent-0" and stamp["podUID"] == p["metadata"]["uid"]
+    assert stamp["podName"] == "agent-0" and stamp["podUID"] == env.pod_uid
     assert f"system:serviceaccounts:{namespace}" in stamp["groups"]
-    h.wait_phase(api, namespace, "own", "Active")
     after = operator.metric(
         "taskwarden_admission_requests_total", webhook="mutate-agenttasks", allowed="true"
     )
@@ -188,20 +160,15 @@ def test_listed_requester_may_create_tasks_for_the_agent(
     namespace: str,
     operator: h.OperatorProcess,
     webhooks: None,
+    agent_env: Callable[..., h.AgentEnv],
 ) -> None:
     orch = f"system:serviceaccount:{namespace}:orchestrator"
-    h.create(api, namespace, "agentpolicies", h.policy_body(extra={"requesters": [orch]}))
+    env = agent_env(policy=h.policy_body(extra={"requesters": [orch]}))
     h.service_account(api, namespace, "orchestrator")
-    h.pod(api, namespace, "agent-0", "agent")
-    created = create_as(
-        agent(cluster, api, namespace, "orchestrator", pod=None),
-        namespace,
-        "agenttasks",
-        h.task_body("by-orch"),
-    )
+    by_orch = agent(cluster, api, namespace, "orchestrator", pod=None)
+    created = env.task("by-orch", creator=by_orch).created
     stamp = json.loads(created["metadata"]["annotations"][REQ_KEY])
     assert stamp["username"] == orch and "podName" not in stamp
-    h.wait_phase(api, namespace, "by-orch", "Active")
 
 
 def test_forged_or_changed_requester_is_refused(
@@ -210,10 +177,9 @@ def test_forged_or_changed_requester_is_refused(
     namespace: str,
     operator: h.OperatorProcess,
     webhooks: None,
+    agent_env: Callable[..., h.AgentEnv],
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    me = agent(cluster, api, namespace)
+    me = agent_env().agent_api()
     forged = h.task_body("forged")
     forged["metadata"]["annotations"] = {
         REQ_KEY: json.dumps({"username": "system:serviceaccount:kube-system:admin", "groups": []})
@@ -241,14 +207,13 @@ def test_agent_may_complete_its_task_but_not_change_it(
     namespace: str,
     operator: h.OperatorProcess,
     webhooks: None,
+    agent_env: Callable[..., h.AgentEnv],
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    me = agent(cluster, api, namespace)
-    create_as(me, namespace, "agenttasks", h.task_body("done"))
-    h.wait_phase(api, namespace, "done", "Active")
+    env = agent_env()
+    me = env.agent_api()
+    done = env.task("done", creator=me)
     h.patch(me, namespace, "agenttasks", "done", {"spec": {"completed": True}})
-    h.wait_phase(api, namespace, "done", "Completed")
+    done.wait("Completed")
 
 
 # --------------------------------------------------------------------------- approvals
@@ -264,11 +229,9 @@ def awaiting_task(
     creator: client.ApiClient | None = None,
     requesters: list[str] | None = None,
 ) -> str:
-    h.pod(api, ns, "agent-0", "agent")
-    h.create(api, ns, "agentpolicies", approval_policy(ttl, requesters))
-    create_as(creator or agent(cluster, api, ns), ns, "agenttasks", h.task_body(name))
-    st = h.wait_phase(api, ns, name, "AwaitingApproval")["status"]
-    return str(st["specHash"])
+    env = h.agent_env(api, ns, policy=approval_policy(ttl, requesters), cluster=cluster)
+    task = env.task(name, creator=creator or env.agent_api(), phase="AwaitingApproval")
+    return str(task.status["specHash"])
 
 
 def test_requester_cannot_approve_their_own_task(
@@ -470,18 +433,20 @@ def test_approval_status_writer_records_validity_and_expiry(
 def delegation_setup(
     cluster: controlplane.ControlPlane, api: client.ApiClient, ns: str, max_depth: int = 1
 ) -> client.ApiClient:
-    h.pod(api, ns, "agent-0", "agent")
+    env = h.agent_env(api, ns, policy=delegation_policy(max_depth), cluster=cluster)
+    me = env.agent_api()
+    env.task("parent", creator=me, actions=("read", "comment"))
+    return me
+
+
+def delegation_policy(max_depth: int) -> dict[str, Any]:
     pol = h.policy_body(
         actions=("read", "comment", "push"),
         audiences=(GH, "https://other.example"),
         extra={"delegation": {"allowed": True, "maxDepth": max_depth}},
     )
     pol["spec"]["rules"][0]["maxDataClass"] = "confidential"
-    h.create(api, ns, "agentpolicies", pol)
-    me = agent(cluster, api, ns)
-    create_as(me, ns, "agenttasks", h.task_body("parent", actions=("read", "comment")))
-    h.wait_phase(api, ns, "parent", "Active")
-    return me
+    return pol
 
 
 def child(name: str, parent: str = "parent", **kw: Any) -> dict[str, Any]:
@@ -590,10 +555,10 @@ def test_pod_of_another_account_cannot_mount_a_task_credential_where_enforced(
     namespace: str,
     operator: h.OperatorProcess,
     webhooks: None,
+    agent_env: Callable[..., h.AgentEnv],
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    create_as(agent(cluster, api, namespace), namespace, "agenttasks", h.task_body("guarded"))
+    env = agent_env()
+    env.create_task("guarded", creator=env.agent_api())
     # Not enforced: the namespace has no taskwarden.dev/enforce label.
     h.pod(api, namespace, "tolerated", "intruder", annotations={"taskwarden.dev/task": "guarded"})
 
@@ -710,6 +675,7 @@ def test_an_expiring_certificate_is_renewed_on_start(
     operator: h.OperatorProcess,
     operator_namespace: str,
     webhooks: None,
+    agent_env: Callable[..., h.AgentEnv],
 ) -> None:
     """A Secret whose certificate has < 30 days left is regenerated; the old CA stays trusted."""
     core = client.CoreV1Api(api)
@@ -740,12 +706,9 @@ def test_an_expiring_certificate_is_renewed_on_start(
     assert base64.b64decode(hook.client_config.ca_bundle).decode() == tls["ca.crt"]
     assert https_get(operator, tls["ca.crt"], "/.well-known/jwks.json")["keys"]
 
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
+    env = agent_env()
     created = h.wait_for(
-        lambda: create_as(
-            agent(cluster, api, namespace), namespace, "agenttasks", h.task_body("after-renewal")
-        ),
+        lambda: env.create_task("after-renewal", creator=env.agent_api()),
         what="task created through the renewed webhooks",
     )
     assert REQ_KEY in created["metadata"]["annotations"]

@@ -1058,6 +1058,7 @@ def test_operator_runs_the_whole_scenario_as_the_charts_service_account(
     make_namespace: Callable[..., str],
     namespace: str,
     operator: h.OperatorProcess,
+    active_task: Callable[..., h.Task],
     tmp_path: Path,
 ) -> None:
     """RBAC is sufficient: the real operator, authenticated only by a TokenRequest token of the
@@ -1098,11 +1099,7 @@ def test_operator_runs_the_whole_scenario_as_the_charts_service_account(
         )
         try:
             as_chart.start()
-            h.pod(api, namespace, "agent-0", "agent")
-            h.create(api, namespace, "agentpolicies", h.policy_body())
-            h.create_task(api, namespace, h.task_body("least", pod_name="agent-0"))
-            st = h.wait_phase(api, namespace, "least", "Active")["status"]
-            jti = st["credential"]["jti"]
+            jti = active_task("least", pod_name="agent-0").jti
             assert h.secret_or_none(api, namespace, "least-credential") is not None
             h.patch(
                 h.as_user(api, f"system:serviceaccount:{namespace}:agent"),

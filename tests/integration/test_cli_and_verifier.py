@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,8 @@ def cli(cluster: controlplane.ControlPlane, *args: str) -> subprocess.CompletedP
 
 
 @pytest.fixture
-def issued(api: client.ApiClient, namespace: str, operator: h.OperatorProcess) -> str:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    h.create_task(api, namespace, h.task_body("cli", actions=("read", "comment")))
-    h.wait_phase(api, namespace, "cli", "Active")
-    return h.token_of(h.wait_for(lambda: h.secret_or_none(api, namespace, "cli-credential")))
+def issued(active_task: Callable[..., h.Task]) -> str:
+    return active_task("cli", actions=("read", "comment")).token()
 
 
 def test_get_and_describe_show_phase_expiry_and_decision(
@@ -93,13 +90,11 @@ def test_verify_reports_expired_token(
     namespace: str,
     operator: h.OperatorProcess,
     tmp_path: Path,
+    active_task: Callable[..., h.Task],
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    h.create_task(api, namespace, h.task_body("brief", ttl="10s", credential_ttl="10s"))
-    h.wait_phase(api, namespace, "brief", "Active")
-    token = h.token_of(h.wait_for(lambda: h.secret_or_none(api, namespace, "brief-credential")))
-    h.wait_phase(api, namespace, "brief", "Expired", timeout=20)
+    brief = active_task("brief", ttl="10s", credential_ttl="10s")
+    token = brief.token()
+    brief.wait("Expired", timeout=20)
     token_file = tmp_path / "token"
     token_file.write_text(token)
     out = cli(cluster, "verify", str(token_file), "--audience", AUD)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 
 from kubernetes import client
 
@@ -12,21 +13,22 @@ from tests.integration import helpers as h
 
 
 def test_allowed_task_gets_a_verifiable_credential(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: Callable[..., h.Task],
 ) -> None:
-    p = h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    created = h.create_task(api, namespace, h.task_body("triage", pod_name="agent-0"))
-
-    task = h.wait_phase(api, namespace, "triage", "Active")
-    st = task["status"]
+    triage = active_task("triage", pod_name="agent-0")
+    p, created = triage.env.pod, triage.created
+    st = triage.status
     assert st["reason"] == "Issued"
     assert st["identity"]["spiffeID"] == f"spiffe://cluster.local/ns/{namespace}/sa/agent"
     assert st["identity"]["podUID"] == p["metadata"]["uid"]
     assert st["decision"]["allowed"] is True and st["decision"]["policy"] == "agents"
     assert st["specHash"].startswith("sha256:")
     assert {c["type"]: c["status"] for c in st["conditions"]}["Ready"] == "True"
-    secret = h.wait_for(lambda: h.secret_or_none(api, namespace, "triage-credential"))
+    secret = triage.secret()
     assert secret.type == "taskwarden.dev/credential"
     assert secret.metadata.labels["taskwarden.dev/task"] == "triage"
     owner = secret.metadata.owner_references[0]
@@ -80,12 +82,9 @@ def test_task_without_policy_is_denied_with_reason(
 
 
 def test_uncovered_scope_is_denied_naming_it(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess
+    operator: h.OperatorProcess, agent_env: Callable[..., h.AgentEnv]
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    h.create_task(api, namespace, h.task_body("delete", actions=("read", "delete")))
-    st = h.wait_phase(api, namespace, "delete", "Denied")["status"]
+    st = agent_env().task("delete", phase="Denied", actions=("read", "delete")).status
     assert st["reason"] == "ScopeNotCovered"
     assert "github:delete:repo:acme/widgets" in st["message"]
 
@@ -109,7 +108,7 @@ def test_pending_task_becomes_active_when_pod_runs(
     h.create_task(api, namespace, h.task_body("later", pod_name="agent-0"))
     st = h.wait_phase(api, namespace, "later", "Pending")["status"]
     assert st["reason"] == "PodNotRunning"
-    h.set_pod_phase(api, namespace, "agent-0", "Running")
+    h.run_pod(api, namespace, "agent-0")
     h.wait_phase(api, namespace, "later", "Active")
     assert h.secret_or_none(api, namespace, "later-credential") is not None
 

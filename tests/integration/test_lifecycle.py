@@ -7,6 +7,7 @@ still valid), the phase and reason, the Event and the metric.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 from kubernetes import client
@@ -15,12 +16,7 @@ from taskwarden import timeutil
 from taskwarden.credentials import tokens
 from tests.integration import helpers as h
 
-
-def _active(api: client.ApiClient, ns: str, name: str, **task: object) -> dict:
-    h.create_task(api, ns, h.task_body(name, **task))  # type: ignore[arg-type]
-    t = h.wait_phase(api, ns, name, "Active")
-    h.wait_for(lambda: h.secret_or_none(api, ns, f"{name}-credential"), what="secret")
-    return t
+ActiveTask = Callable[..., h.Task]
 
 
 def _assert_revoked(
@@ -38,13 +34,15 @@ def _reasons(api: client.ApiClient, ns: str, name: str) -> list[str]:
 
 
 def test_completion_revokes_immediately(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
     before = operator.metric("taskwarden_credentials_revoked_total", reason="Completed")
-    jti = _active(api, namespace, "done", pod_name="agent-0")["status"]["credential"]["jti"]
-    token = h.token_of(h.secret_or_none(api, namespace, "done-credential"))
+    done = active_task("done", pod_name="agent-0")
+    jti, token = done.jti, done.token()
     h.patch(
         h.as_user(api, f"system:serviceaccount:{namespace}:agent"),
         namespace,
@@ -68,27 +66,27 @@ def test_completion_revokes_immediately(
 
 
 def test_completed_task_never_returns_to_active(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess
+    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, active_task: ActiveTask
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    _active(api, namespace, "once")
+    active_task("once")
     h.patch(api, namespace, "agenttasks", "once", {"spec": {"completed": True}})
     h.wait_phase(api, namespace, "once", "Completed")
     # A later change that would have allowed it again (pod churn) does not revive it.
-    h.set_pod_phase(api, namespace, "agent-0", "Running")
+    h.run_pod(api, namespace, "agent-0")
     time.sleep(1)
     assert h.phase_of(api, namespace, "once") == "Completed"
     assert h.secret_or_none(api, namespace, "once-credential") is None
 
 
 def test_expiry_fires_after_expires_at_and_not_before(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
     before = operator.metric("taskwarden_credentials_revoked_total", reason="Expired")
-    t = _active(api, namespace, "short", ttl="10s", credential_ttl="10s")
+    t = active_task("short", ttl="10s", credential_ttl="10s").body
     expires_at = timeutil.parse(t["status"]["expiresAt"])
     # Still Active with its Secret a moment before expiry.
     time.sleep(max(0.0, expires_at - time.time() - 1.5))
@@ -106,11 +104,13 @@ def test_expiry_fires_after_expires_at_and_not_before(
 
 
 def test_deleting_a_task_revokes_its_credential(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    jti = _active(api, namespace, "gone")["status"]["credential"]["jti"]
+    jti = active_task("gone").jti
     h.custom(api).delete_namespaced_custom_object(
         h.GROUP, h.VERSION, namespace, "agenttasks", "gone"
     )
@@ -119,11 +119,13 @@ def test_deleting_a_task_revokes_its_credential(
 
 
 def test_bound_pod_deleted_revokes_pod_gone(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    jti = _active(api, namespace, "bound", pod_name="agent-0")["status"]["credential"]["jti"]
+    jti = active_task("bound", pod_name="agent-0").jti
     h.delete_pod(api, namespace, "agent-0")
     st = h.wait_phase(api, namespace, "bound", "Revoked")["status"]
     assert st["reason"] == "PodGone"
@@ -133,11 +135,13 @@ def test_bound_pod_deleted_revokes_pod_gone(
 
 
 def test_bound_pod_replaced_with_new_uid_revokes(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    jti = _active(api, namespace, "replaced", pod_name="agent-0")["status"]["credential"]["jti"]
+    jti = active_task("replaced", pod_name="agent-0").jti
     h.delete_pod(api, namespace, "agent-0")
     h.pod(api, namespace, "agent-0", "agent")  # same name, new UID
     st = h.wait_phase(api, namespace, "replaced", "Revoked")["status"]
@@ -146,11 +150,13 @@ def test_bound_pod_replaced_with_new_uid_revokes(
 
 
 def test_bound_pod_leaving_running_revokes(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    jti = _active(api, namespace, "failed", pod_name="agent-0")["status"]["credential"]["jti"]
+    jti = active_task("failed", pod_name="agent-0").jti
     h.set_pod_phase(api, namespace, "agent-0", "Failed")
     st = h.wait_phase(api, namespace, "failed", "Revoked")["status"]
     assert st["reason"] == "PodGone"
@@ -158,12 +164,15 @@ def test_bound_pod_leaving_running_revokes(
 
 
 def test_service_account_task_survives_while_any_pod_runs(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    agent_env: Callable[..., h.AgentEnv],
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.pod(api, namespace, "agent-1", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    jti = _active(api, namespace, "sa-bound")["status"]["credential"]["jti"]
+    env = agent_env(pods=("agent-0", "agent-1"))
+    jti = active_task("sa-bound", env=env).jti
     h.delete_pod(api, namespace, "agent-0")
     time.sleep(1)
     assert h.phase_of(api, namespace, "sa-bound") == "Active"
@@ -174,12 +183,14 @@ def test_service_account_task_survives_while_any_pod_runs(
 
 
 def test_policy_narrowed_revokes_policy_changed(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    keep = _active(api, namespace, "reader")["status"]["credential"]["jti"]
-    jti = _active(api, namespace, "writer", actions=("comment",))["status"]["credential"]["jti"]
+    keep = active_task("reader").jti
+    jti = active_task("writer", actions=("comment",)).jti
     h.patch(
         api,
         namespace,
@@ -197,11 +208,13 @@ def test_policy_narrowed_revokes_policy_changed(
 
 
 def test_policy_deleted_revokes_policy_changed(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    jti = _active(api, namespace, "orphan")["status"]["credential"]["jti"]
+    jti = active_task("orphan").jti
     h.custom(api).delete_namespaced_custom_object(
         h.GROUP, h.VERSION, namespace, "agentpolicies", "agents"
     )
@@ -211,11 +224,13 @@ def test_policy_deleted_revokes_policy_changed(
 
 
 def test_rotation_at_half_credential_ttl(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    first = _active(api, namespace, "rotating", ttl="1m", credential_ttl="10s")["status"]
+    first = active_task("rotating", ttl="1m", credential_ttl="10s").status
     cred = first["credential"]
 
     def rotated() -> dict | None:
@@ -246,13 +261,13 @@ def test_rotation_at_half_credential_ttl(
 
 
 def test_rotation_with_failed_recheck_revokes(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess, operator_namespace: str
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    active_task: ActiveTask,
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    jti = _active(api, namespace, "recheck", ttl="1m", credential_ttl="10s")["status"][
-        "credential"
-    ]["jti"]
+    jti = active_task("recheck", ttl="1m", credential_ttl="10s").jti
     # The operator's pod index must not see the change before rotation time: stop it first.
     operator.stop()
     try:

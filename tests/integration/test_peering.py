@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from kubernetes import client
@@ -29,6 +30,7 @@ def test_only_the_active_replica_issues_and_the_standby_takes_over(
     operator: h.OperatorProcess,
     operator_namespace: str,
     tmp_path: Path,
+    agent_env: Callable[..., h.AgentEnv],
 ) -> None:
     operator.stop()
     env = dict(os.environ, TASKWARDEN_PEERING="taskwarden-test", TASKWARDEN_PEERING_LIFETIME="6")
@@ -46,10 +48,9 @@ def test_only_the_active_replica_issues_and_the_standby_takes_over(
             )
             op.start()
             replicas.append(op)
-        h.pod(api, namespace, "agent-0", "agent")
-        h.create(api, namespace, "agentpolicies", h.policy_body())
+        env = agent_env()
         for i in range(5):
-            h.create_task(api, namespace, h.task_body(f"peer-{i}"))
+            env.create_task(f"peer-{i}")
         for i in range(5):
             h.wait_phase(api, namespace, f"peer-{i}", "Active", timeout=40)
         # The audit line follows the status write: wait for all five to be logged.
@@ -66,7 +67,7 @@ def test_only_the_active_replica_issues_and_the_standby_takes_over(
         # has its own port, so point the webhook configurations at the survivor, as the
         # Service would.
         _route_webhooks_to(api, standby.webhook_port)
-        h.create_task(api, namespace, h.task_body("after-failover"))
+        env.create_task("after-failover")
         h.wait_phase(api, namespace, "after-failover", "Active", timeout=60)
         h.wait_for(lambda: "after-failover" in _issued(standby), what="standby issued")
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,10 +50,9 @@ def test_sigkill_during_issuance_loses_nothing_and_leaks_nothing(
     namespace: str,
     operator: h.OperatorProcess,
     operator_namespace: str,
+    agent_env: Callable[..., h.AgentEnv],
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    agent = h.as_user(api, f"system:serviceaccount:{namespace}:agent")
+    agent = agent_env().as_agent()
     names = [f"crash-{i:03d}" for i in range(N_TASKS)]
     completing = set(names[0:N_TASKS:7])
 
@@ -103,12 +103,12 @@ def test_sigkill_during_issuance_loses_nothing_and_leaks_nothing(
 
 
 def test_expiry_while_operator_down_is_applied_at_start(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    active_task: Callable[..., h.Task],
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    h.create_task(api, namespace, h.task_body("lapsed", ttl="10s", credential_ttl="10s"))
-    h.wait_phase(api, namespace, "lapsed", "Active")
+    active_task("lapsed", ttl="10s", credential_ttl="10s")
     operator.stop()
     try:
         time.sleep(11)
@@ -120,12 +120,12 @@ def test_expiry_while_operator_down_is_applied_at_start(
 
 
 def test_orphaned_credential_secret_is_swept_at_start(
-    api: client.ApiClient, namespace: str, operator: h.OperatorProcess
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    active_task: Callable[..., h.Task],
 ) -> None:
-    h.pod(api, namespace, "agent-0", "agent")
-    h.create(api, namespace, "agentpolicies", h.policy_body())
-    task = h.create_task(api, namespace, h.task_body("stale"))
-    h.wait_phase(api, namespace, "stale", "Active")
+    task = active_task("stale").created
     operator.stop()
     try:
         # While the operator is down, something leaves a credential Secret with a foreign jti.
@@ -156,10 +156,9 @@ def test_namespace_with_live_tasks_deletes_while_operator_is_down(
     core = client.CoreV1Api(api)
     ns = f"doomed-{os.getpid()}"
     h.agent_namespace(api, ns, agent_role)
-    h.pod(api, ns, "agent-0", "agent")
-    h.create(api, ns, "agentpolicies", h.policy_body())
+    env = h.agent_env(api, ns)
     for i in range(3):
-        h.create_task(api, ns, h.task_body(f"live-{i}"))
+        env.create_task(f"live-{i}")
     for i in range(3):
         h.wait_phase(api, ns, f"live-{i}", "Active")
     operator.stop()
@@ -185,6 +184,7 @@ def test_two_active_operators_never_issue_two_live_tokens(
     operator: h.OperatorProcess,
     operator_namespace: str,
     tmp_path: Path,
+    agent_env: Callable[..., h.AgentEnv],
 ) -> None:
     """Both standalone (no peering): only the resourceVersion precondition keeps them apart."""
     second = h.OperatorProcess(
@@ -196,9 +196,7 @@ def test_two_active_operators_never_issue_two_live_tokens(
     )
     second.start()
     try:
-        h.pod(api, namespace, "agent-0", "agent")
-        h.create(api, namespace, "agentpolicies", h.policy_body())
-        agent = h.as_user(api, f"system:serviceaccount:{namespace}:agent")
+        agent = agent_env().as_agent()
         names = [f"race-{i:02d}" for i in range(30)]
         with ThreadPoolExecutor(8) as pool:
             list(
