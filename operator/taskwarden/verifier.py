@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
@@ -357,6 +357,34 @@ def parse_jwks(data: bytes) -> dict[str, Any]:
     return doc
 
 
+def check(
+    token: str,
+    jwks: Mapping[str, Any],
+    *,
+    now: float,
+    audience: str | None,
+    issuer: str | None,
+    revoked: Container[str],
+    leeway: float = 0.0,
+) -> dict[str, Any]:
+    """``tokens.verify`` with its arguments, but whatever the token holds (a kid that is a
+    list, an exp too large for a float), nothing but TokenError comes out."""
+    try:
+        return tokens.verify(
+            token,
+            jwks,
+            now=now,
+            audience=audience,
+            issuer=issuer,
+            revoked=revoked,
+            leeway=leeway,
+        )
+    except TokenError:
+        raise
+    except (TypeError, ValueError, OverflowError, RecursionError, KeyError) as e:
+        raise _malformed(f"token could not be checked ({type(e).__name__})") from None
+
+
 class _Cached(Generic[_T]):
     """One source, refreshed every ``ttl`` seconds; a failed refresh keeps the last good copy.
 
@@ -496,21 +524,15 @@ class Verifier:
             return True
 
     def _check(self, token: str, jwks: Mapping[str, Any], revoked: Any) -> dict[str, Any]:
-        try:
-            return tokens.verify(
-                token,
-                jwks,
-                now=self.clock(),
-                audience=self.audience,
-                issuer=self.issuer,
-                revoked=revoked,
-                leeway=self.leeway,
-            )
-        except TokenError:
-            raise
-        except (TypeError, ValueError, OverflowError, RecursionError, KeyError) as e:
-            # e.g. an exp too large for a float: whatever the input, only TokenError leaves.
-            raise _malformed(f"token could not be checked ({type(e).__name__})") from None
+        return check(
+            token,
+            jwks,
+            now=self.clock(),
+            audience=self.audience,
+            issuer=self.issuer,
+            revoked=revoked,
+            leeway=self.leeway,
+        )
 
     def verify(self, token: str) -> Claims:
         """The claims of ``token``; TokenError (SourceUnavailable when the JWKS or revocation
