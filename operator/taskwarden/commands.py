@@ -8,7 +8,6 @@ found. Tokens are never printed: `verify` prints the verified claims.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -281,20 +280,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
             jwks_doc = verifier.parse_jwks(
                 _cluster_doc(ns, "taskwarden-jwks", "jwks.json").encode()
             )
-        revoked: frozenset[str] = frozenset()
+    except Exception as e:
+        print(f"error: cannot load JWKS: {e}", file=sys.stderr)
+        return 1
+    # Fail closed: a list we cannot read (403, timeout, garbage) never means "nothing revoked".
+    revoked: verifier.RevocationSnapshot | frozenset[str] = frozenset()
+    try:
         if args.revocations:
             revoked = verifier.parse_revocations(verifier.read_source(args.revocations))
         elif not args.jwks:
-            with contextlib.suppress(Exception):  # nothing revoked (published) yet
+            from kubernetes.client.exceptions import ApiException
+
+            try:
                 doc = _cluster_doc(ns, "taskwarden-revocations", "revocations.json")
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                # The operator creates it with the first revocation: nothing revoked yet.
+                print("note: ConfigMap taskwarden-revocations not found", file=sys.stderr)
+            else:
                 revoked = verifier.parse_revocations(doc.encode())
         else:
             print("warning: no --revocations given: revocation was NOT checked", file=sys.stderr)
     except Exception as e:
-        print(f"error: cannot load JWKS or revocation list: {e}", file=sys.stderr)
+        status = getattr(e, "status", None)
+        why = f"HTTP {status} {getattr(e, 'reason', '')}" if status else str(e)
+        print(
+            "UNAVAILABLE: the revocation list could not be read, so the token was NOT "
+            f"accepted (it is not known to be revoked): {type(e).__name__}: {why}"
+        )
         return 1
     try:
-        claims = tokens.verify(
+        claims = verifier.check(
             token,
             jwks_doc,
             now=time.time(),

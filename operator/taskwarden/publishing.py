@@ -248,7 +248,9 @@ class RevocationPublisher:
             try:
                 await asyncio.wait_for(self._dirty.wait(), timeout=30)
             except TimeoutError:
-                if self.clock() - last_prune < 30 or not len(self.list):
+                # Rewrite at least every 30 s, even when empty: updatedAt is the heartbeat by
+                # which verifiers reading a file or ConfigMap judge staleness (max_stale).
+                if self.clock() - last_prune < 30:
                     continue
             last_prune = self.clock()
             self._dirty.clear()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from taskwarden import controlplane
+from taskwarden import controlplane, timeutil
 from taskwarden.credentials import tokens
 from taskwarden.verifier import ScopeError, Verifier
 from tests.integration import helpers as h
@@ -111,7 +111,7 @@ def test_verifier_library_from_files_checks_scopes_and_revocation(
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(json.dumps(h.jwks(api, operator_namespace)))
     rev_file = tmp_path / "revocations.json"
-    rev_file.write_text(json.dumps({"revoked": []}))
+    rev_file.write_text(json.dumps({"revoked": [], "updatedAt": timeutil.rfc3339(time.time())}))
     v = Verifier(jwks=jwks_file, revocations=rev_file, audience=AUD, cache_ttl=0)
     claims = v.verify(issued)
     assert claims.task == "cli" and claims.namespace == namespace
@@ -121,7 +121,10 @@ def test_verifier_library_from_files_checks_scopes_and_revocation(
         claims.require("github", "delete", "repo:acme/widgets")
     with pytest.raises(ScopeError):
         claims.require("github", "read", "repo:acme/other")
-    rev_file.write_text(json.dumps({"revoked": [{"jti": claims.jti, "exp": claims.expires_at}]}))
+    entry = {"jti": claims.jti, "exp": claims.expires_at}
+    rev_file.write_text(
+        json.dumps({"revoked": [entry], "updatedAt": timeutil.rfc3339(time.time())})
+    )
     with pytest.raises(tokens.TokenError) as err:
         v.verify(issued)
     assert err.value.reason == "Revoked"
@@ -137,7 +140,7 @@ def test_verifier_fails_closed_without_revocation_list(
         v.verify(issued)
     now = [time.time()]
     rev_file = tmp_path / "revocations.json"
-    rev_file.write_text(json.dumps({"revoked": []}))
+    rev_file.write_text(json.dumps({"revoked": [], "updatedAt": timeutil.rfc3339(now[0])}))
     stale = Verifier(
         jwks=jwks_file,
         revocations=rev_file,
