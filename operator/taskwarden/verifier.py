@@ -65,7 +65,7 @@ __all__ = [
 ]
 TokenError = tokens.TokenError
 
-UNAVAILABLE_REASON: Final = tokens.Reason.REVOKED
+UNAVAILABLE_REASON: Final = tokens.Reason.UNAVAILABLE
 """The reason carried by SourceUnavailable for the revocation list. The token is refused as
 if it were revoked (fail closed); the exception class and message say the list was
 UNAVAILABLE. Switch to a dedicated tokens.Reason once credentials/tokens.py has one."""
@@ -300,7 +300,7 @@ class Verifier:
         except sources.FETCH_ERRORS as e:
             raise SourceUnavailable(
                 "jwks",
-                tokens.Reason.UNKNOWN_KEY,
+                UNAVAILABLE_REASON,
                 f"JWKS UNAVAILABLE ({type(e).__name__}: {e})",
             ) from None
 

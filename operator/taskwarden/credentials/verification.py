@@ -50,6 +50,8 @@ class Reason(enum.StrEnum):
     REVOKED = "Revoked"
     MALFORMED = "Malformed"
     MISSING_CLAIM = "MissingClaim"
+    UNAVAILABLE = "Unavailable"
+    """The JWKS or revocation list could not be used; not a verdict on the token (fail closed)."""
 
 
 class TokenError(Exception):
@@ -177,9 +179,15 @@ def _key_for(jwk: Mapping[str, Any], alg: str, kid: str) -> keys_mod.PublicKey:
 
 def _number(claims: Mapping[str, Any], name: str) -> float:
     value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenError(Reason.MALFORMED, f"claim {name!r} must be a number")
-    return float(value)
+    try:
+        number = float(value)  # an int beyond ~1.8e308 raises OverflowError here
+    except OverflowError:
+        raise TokenError(Reason.MALFORMED, f"claim {name!r} is out of range") from None
+    if not math.isfinite(number):
+        raise TokenError(Reason.MALFORMED, f"claim {name!r} must be a number")
+    return number
 
 
 def _check_claims(
