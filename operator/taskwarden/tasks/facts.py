@@ -53,6 +53,15 @@ def requester(body: Body) -> str:
     return str(approvals.requester_username(ann.get(names.REQUESTER_ANNOTATION, "")))
 
 
+def parse_request(body: Body) -> tuple[policy.TaskRequest | None, str]:
+    """The task's parsed spec, or None and why it is invalid."""
+    ns, name, _ = meta(body)
+    try:
+        return policy.task_request(ns, name, body.get("spec") or {}), ""
+    except ValueError as e:
+        return None, str(e)
+
+
 def task_expires_at(body: Body, req: policy.TaskRequest) -> float:
     """The task's expiry: as recorded in status, else creation + ttl."""
     st = body.get("status") or {}

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskwarden import policy
 from taskwarden.index import Index
 from taskwarden.kube import TASKS, ApiError, Kube
 from taskwarden.tasks import checks
-from taskwarden.tasks.facts import Body, Facts, meta
+from taskwarden.tasks.facts import Body, Facts, meta, parse_request
 
 
 async def parent_chain(kube: Kube, ns: str, first: str | None) -> tuple[list[Body], str | None]:
@@ -36,11 +35,7 @@ async def parent_chain(kube: Kube, ns: str, first: str | None) -> tuple[list[Bod
 
 async def gather(kube: Kube, index: Index, trust_domain: str, body: Body) -> Facts:
     ns, name, _ = meta(body)
-    try:
-        req: policy.TaskRequest | None = policy.task_request(ns, name, body.get("spec") or {})
-        error = ""
-    except ValueError as e:
-        req, error = None, str(e)
+    req, error = parse_request(body)
     parents: list[Body] = []
     missing = None
     if req is not None and req.delegated_from:
