@@ -81,7 +81,7 @@ class Facts:
     """The parsed spec; None when it is invalid (then `spec_error` says why)."""
     spec_error: str = ""
     policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """The policies of the task's namespace, by name."""
+    """The policies of the task's namespace, by name (like `pods`, a live view of the index)."""
     pods: Collection[Mapping[str, Any]] = ()
     """The pods of the task's namespace (a live view of the index: read it before awaiting)."""
     approvals: tuple[Mapping[str, Any], ...] = ()
