@@ -110,7 +110,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
     if os.environ.get("TASKWARDEN_MEMORY_DUMP"):
         _install_memory_dump()
-    handlers.configure(settings)
     start_http_server(settings.server.metrics_port, addr=args.bind)
     peering = settings.watch.peering
     if peering:
@@ -131,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         standalone=not peering,
         peering_name=peering or None,
         liveness_endpoint=f"http://{args.bind}:{settings.server.health_port}/healthz",
+        memo=handlers.memo(settings),
     )
     return 0
 

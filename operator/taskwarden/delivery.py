@@ -1,6 +1,6 @@
 """The credential Secret `<task>-credential`: its shape (pure) and its idempotent write.
 
-Called by the reconciler after the status names the new jti (status first, so a crash between
+Called by tasks/issue.py after the status names the new jti (status first, so a crash between
 the two writes leaves a task whose Secret is missing — repaired on restart — never a token that
 no status knows about). The ownerReference lets Kubernetes collect the Secret when the task is
 deleted even while the operator is down; blockOwnerDeletion is off so deletion never waits on us.
@@ -13,13 +13,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from taskwarden import GROUP, VERSION, timeutil
+from taskwarden import names, timeutil
 from taskwarden.kube import Kube
-
-SECRET_TYPE = "taskwarden.dev/credential"
-TASK_LABEL = "taskwarden.dev/task"
-JTI_ANNOTATION = "taskwarden.dev/jti"
-EXP_ANNOTATION = "taskwarden.dev/expires-at"
 
 
 def secret_name(task_name: str) -> str:
@@ -44,20 +39,20 @@ def credential_secret(
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "type": SECRET_TYPE,
+        "type": names.SECRET_TYPE,
         "metadata": {
             "name": secret_name(task_name),
             "namespace": namespace,
-            "labels": {TASK_LABEL: task_name, "app.kubernetes.io/managed-by": "taskwarden"},
+            "labels": {names.TASK_LABEL: task_name, "app.kubernetes.io/managed-by": "taskwarden"},
             # jti and expiry are not secret: they let the sweeper check a Secret without
             # decoding the token.
             "annotations": {
-                JTI_ANNOTATION: jti,
-                EXP_ANNOTATION: timeutil.rfc3339(expires_at),
+                names.JTI_ANNOTATION: jti,
+                names.EXP_ANNOTATION: timeutil.rfc3339(expires_at),
             },
             "ownerReferences": [
                 {
-                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "apiVersion": names.API_VERSION,
                     "kind": "AgentTask",
                     "name": task_name,
                     "uid": task_uid,

@@ -5,12 +5,15 @@ Filled from one LIST at start-up, then kept current by watch events (handlers.py
 operator's own writes. Kept compact on purpose: a pod is a small dict of the facts attestation
 needs, a task is a few strings, a Secret is its jti — never its token — so 10,000 live tasks
 cost little memory. No Kubernetes client here; callers pass plain dicts.
+
+The `on_*` methods take one watch event, update the index and answer which live tasks it
+affects: handlers.py registers the watches and hands those tasks to the reconciler.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,17 @@ def compact_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
         },
         "status": {"phase": st.get("phase")},
     }
+
+
+def _key(obj: Mapping[str, Any]) -> Key:
+    md = obj.get("metadata") or {}
+    return str(md.get("namespace") or ""), str(md.get("name") or "")
+
+
+def _pod_facts(pod: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What attestation reads of a pod that can change while it exists."""
+    md, st = pod.get("metadata") or {}, pod.get("status") or {}
+    return (md.get("uid"), md.get("deletionTimestamp"), st.get("phase"))
 
 
 @dataclass
@@ -69,7 +83,7 @@ class Index:
     def drop_pod(self, namespace: str, name: str) -> None:
         self.pods.get(namespace, {}).pop(name, None)
 
-    def pods_in(self, namespace: str) -> Iterable[dict[str, Any]]:
+    def pods_in(self, namespace: str) -> Collection[dict[str, Any]]:
         return self.pods.get(namespace, {}).values()
 
     # ------------------------------------------------------------------ policies, approvals
@@ -110,6 +124,52 @@ class Index:
             for a in self.approvals.get(namespace, {}).values()
             if (a.get("spec") or {}).get("taskName") == task
         ]
+
+    # ------------------------------------------------------------------ watch events
+
+    def on_pod(self, event_type: str | None, pod: Mapping[str, Any]) -> list[Key]:
+        """Apply a pod event; the live tasks whose attestation it may change."""
+        ns, name = _key(pod)
+        before = self.pods.get(ns, {}).get(name)
+        after: dict[str, Any] | None
+        if event_type == "DELETED":
+            self.drop_pod(ns, name)
+            after = None
+        else:
+            after = self.put_pod(pod)
+        if before is not None and after is not None and _pod_facts(before) == _pod_facts(after):
+            return []  # nothing attestation reads has changed
+        sa = ((after or before or {}).get("spec") or {}).get("serviceAccountName")
+        return self.tasks_for_pod(ns, name, sa)
+
+    def on_policy(self, event_type: str | None, policy: Mapping[str, Any]) -> list[Key]:
+        """Apply a policy event; the live tasks of the service accounts it names (before or
+        after the change)."""
+        ns, name = _key(policy)
+        old = self.policies.get(ns, {}).get(name)
+        if event_type == "DELETED":
+            self.drop_policy(ns, name)
+        else:
+            if old is not None and old.get("spec") == dict(policy.get("spec") or {}):
+                return []
+            self.put_policy(policy)
+        accounts: set[str] = set()
+        for pol in (old, policy):
+            if pol:
+                accounts |= set(
+                    ((pol.get("spec") or {}).get("subjects") or {}).get("serviceAccounts") or []
+                )
+        return self.tasks_for_accounts(ns, accounts)
+
+    def on_approval(self, event_type: str | None, approval: Mapping[str, Any]) -> list[Key]:
+        """Apply an approval event; the task it is for."""
+        ns, name = _key(approval)
+        if event_type == "DELETED":
+            self.drop_approval(ns, name)
+        else:
+            self.put_approval(approval)
+        task = (approval.get("spec") or {}).get("taskName")
+        return [(ns, task)] if task else []
 
     # ------------------------------------------------------------------ tasks
 

@@ -8,17 +8,23 @@ Callers get plain dicts and `ApiError` with the HTTP status.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+import kubernetes
+from kubernetes.client.exceptions import ApiException
 
-from taskwarden import GROUP, VERSION
+from taskwarden import names
 
+# The client ships py.typed, yet most of it is untyped; this module is where its objects turn
+# into plain dicts, so past this line they are held as Any.
+client: Any = kubernetes.client
+config: Any = kubernetes.config
+GROUP, VERSION = names.GROUP, names.VERSION
 T = TypeVar("T")
 TASKS, POLICIES, APPROVALS = "agenttasks", "agentpolicies", "agentapprovals"
 
@@ -31,7 +37,7 @@ class ApiError(Exception):
         self.body = body
 
 
-def load_client_config(pool_size: int = 32) -> client.Configuration:
+def load_client_config(pool_size: int = 32) -> Any:
     """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
     cfg = client.Configuration()
     try:
@@ -46,7 +52,7 @@ def load_client_config(pool_size: int = 32) -> client.Configuration:
 class Kube:
     """Async facade: `await kube.get_task(ns, name)` etc. Thread-safe; one per process."""
 
-    def __init__(self, cfg: client.Configuration | None = None, workers: int = 32) -> None:
+    def __init__(self, cfg: Any = None, workers: int = 32) -> None:
         self.api_client = client.ApiClient(cfg or load_client_config(workers))
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
@@ -79,7 +85,7 @@ class Kube:
             )
         )
 
-    async def list(self, plural: str, ns: str | None = None) -> list[dict[str, Any]]:
+    async def list(self, plural: str, ns: str | None = None) -> builtins.list[dict[str, Any]]:
         if ns:
             return await self._pages(
                 self.custom.list_namespaced_custom_object,
@@ -93,7 +99,7 @@ class Kube:
             self.custom.list_cluster_custom_object, GROUP, VERSION, plural, keep=lambda i: i
         )
 
-    async def list_tasks_brief(self, ns: str | None = None) -> list[dict[str, Any]]:
+    async def list_tasks_brief(self, ns: str | None = None) -> builtins.list[dict[str, Any]]:
         """AgentTasks reduced to what the Secret sweep compares: uid, phase, credential jti."""
 
         def brief(item: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +150,7 @@ class Kube:
 
     async def _pages(
         self, fn: Callable[..., Any], *args: Any, keep: Callable[[dict[str, Any]], Any], **kw: Any
-    ) -> list[Any]:
+    ) -> builtins.list[Any]:
         """LIST in pages of 500, parsing JSON directly (no client models) and keeping only
         `keep(item)` of each: with 10,000 credential Secrets a full, modelled LIST would cost
         hundreds of MiB of transient memory that the allocator never gives back."""
@@ -156,7 +162,7 @@ class Kube:
             finally:
                 resp.release_conn()
 
-        out: list[Any] = []
+        out: builtins.list[Any] = []
         token: str | None = None
         while True:
             doc = await self._call(page, token)
@@ -165,10 +171,13 @@ class Kube:
             if not token:
                 return out
 
-    async def list_pods(self, ns: str | None = None) -> list[dict[str, Any]]:
+    async def list_pods(
+        self, ns: str | None = None, keep: Callable[[dict[str, Any]], Any] = lambda i: i
+    ) -> builtins.list[Any]:
+        """Pods, each reduced by `keep` as it is parsed (the index keeps a compact form)."""
         if ns:
-            return await self._pages(self.core.list_namespaced_pod, ns, keep=_compact_pod)
-        return await self._pages(self.core.list_pod_for_all_namespaces, keep=_compact_pod)
+            return await self._pages(self.core.list_namespaced_pod, ns, keep=keep)
+        return await self._pages(self.core.list_pod_for_all_namespaces, keep=keep)
 
     async def get_secret(self, ns: str, name: str) -> dict[str, Any] | None:
         try:
@@ -215,7 +224,9 @@ class Kube:
                 return False
             raise
 
-    async def list_secrets(self, ns: str | None, label_selector: str) -> list[dict[str, Any]]:
+    async def list_secrets(
+        self, ns: str | None, label_selector: str
+    ) -> builtins.list[dict[str, Any]]:
         """Secrets' type and metadata only: the sweeper never needs (or keeps) their data."""
 
         def meta(item: dict[str, Any]) -> dict[str, Any]:
@@ -287,7 +298,7 @@ class Kube:
                     raise
         raise ApiError(409, f"{kind} webhook configuration {name}: too many write conflicts")
 
-    async def list_cached(self, plural: str, ns: str) -> list[dict[str, Any]]:
+    async def list_cached(self, plural: str, ns: str) -> builtins.list[dict[str, Any]]:
         """LIST served from the apiserver's watch cache (resourceVersion=0): milliseconds stale
         at most, but never waits for a consistent read (which can take ~100 ms). For admission."""
         res = await self._call(
@@ -299,12 +310,6 @@ class Kube:
             resource_version="0",
         )
         return list(res.get("items", []))
-
-
-def _compact_pod(item: dict[str, Any]) -> dict[str, Any]:
-    from taskwarden.index import compact_pod
-
-    return compact_pod(item)
 
 
 def trim_memory() -> None:

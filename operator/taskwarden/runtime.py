@@ -11,15 +11,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskwarden import config, status, webhooks
+from taskwarden import config, names, webhooks
+from taskwarden import index as index_mod
 from taskwarden import kube as kube_mod
 from taskwarden.index import Index
 from taskwarden.kube import APPROVALS, POLICIES, TASKS, Kube
 from taskwarden.publishing import KeyManager, RevocationPublisher
-from taskwarden.reconciler import Reconciler
+from taskwarden.tasks.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,16 @@ class Runtime:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
-    async def _list_each(self, fn: Any, *args: Any) -> list[dict[str, Any]]:
+    async def _list_each(
+        self, fn: Callable[[str | None], Awaitable[list[dict[str, Any]]]]
+    ) -> list[dict[str, Any]]:
+        """One LIST cluster-wide, or one per watched namespace."""
         nss = self.settings.watch.namespaces
         if not nss:
-            return list(await fn(*args, None))
+            return list(await fn(None))
         out: list[dict[str, Any]] = []
         for ns in nss:
-            out += await fn(*args, ns)
+            out += await fn(ns)
         return out
 
     async def warm(self) -> None:
@@ -51,11 +56,13 @@ class Runtime:
         self.index.pods.clear()
         self.index.policies.clear()
         self.index.approvals.clear()
-        for pod in await self._list_each(self.kube.list_pods):
+        for pod in await self._list_each(
+            lambda ns: self.kube.list_pods(ns, keep=index_mod.compact_pod)
+        ):
             self.index.put_pod(pod)
-        for pol in await self._list_each(self.kube.list, POLICIES):
+        for pol in await self._list_each(lambda ns: self.kube.list(POLICIES, ns)):
             self.index.put_policy(pol)
-        for appr in await self._list_each(self.kube.list, APPROVALS):
+        for appr in await self._list_each(lambda ns: self.kube.list(APPROVALS, ns)):
             self.index.put_approval(appr)
         removed = await self.reconciler.resync_secrets()
         kube_mod.trim_memory()
@@ -74,8 +81,8 @@ class Runtime:
         t0 = time.monotonic()
         live = [
             t
-            for t in await self._list_each(self.kube.list, TASKS)
-            if (t.get("status") or {}).get("phase") not in status.TERMINAL
+            for t in await self._list_each(lambda ns: self.kube.list(TASKS, ns))
+            if (t.get("status") or {}).get("phase") not in names.TERMINAL
         ]
         sem = asyncio.Semaphore(32)
 
@@ -156,7 +163,7 @@ async def build(settings: config.Settings) -> Runtime:
     revocations = RevocationPublisher(kube, op_ns, settings.lifecycle)
     await keys.ensure()
     await revocations.load()
-    reconciler = Reconciler(kube, settings, index, keys, revocations)
+    reconciler = Reconciler(kube, settings, index, keys, revocations, clock=time.time)
     rt = Runtime(settings, kube, index, keys, revocations, reconciler)
     rt.start_background()  # the revocation flusher must run before the orphan sweep waits on it
     await rt.warm()

@@ -1,6 +1,6 @@
 """Pure builders for AgentTask status: phase transitions, conditions and history.
 
-Called by the reconciler; every function takes `now` and returns a dict to merge-patch into
+Called by tasks/explain.py; every function takes `now` and returns a dict to merge-patch into
 status. Terminal phases never go back to Active: `transition` refuses it.
 """
 
@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from taskwarden import timeutil
+from taskwarden import names, timeutil
 
-TERMINAL = frozenset({"Completed", "Expired", "Revoked", "Denied", "Failed"})
-LIVE = frozenset({"Pending", "AwaitingApproval", "Active"})
 HISTORY_LIMIT = 20
 
 
@@ -77,7 +75,7 @@ def transition(
 ) -> dict[str, Any]:
     """The status patch for a move to `phase`, with Ready/IdentityVerified/Approved conditions."""
     current = status.get("phase")
-    if current in TERMINAL and phase != current:
+    if current in names.TERMINAL and phase != current:
         raise IllegalTransition(f"task is {current}; terminal phases never change (to {phase})")
     history = list(status.get("history") or [])
     if current != phase or status.get("reason") != reason:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from kubernetes import client
 
-from taskwarden import controlplane, status
+from taskwarden import controlplane
 from taskwarden.credentials import tokens
+from taskwarden.names import TERMINAL
 from tests.integration import helpers as h
 
 N_TASKS = 200
@@ -87,7 +88,7 @@ def test_sigkill_during_issuance_loses_nothing_and_leaks_nothing(
         name, st = t["metadata"]["name"], t["status"]
         secret = secrets.get(f"{name}-credential")
         all_jtis = issued.get((namespace, name), set())
-        if st["phase"] in status.TERMINAL:
+        if st["phase"] in TERMINAL:
             assert secret is None, f"{name} is {st['phase']} but its Secret survived"
             # Every token it ever had is revoked (or had already expired).
             assert all_jtis <= revoked, f"{name}: live jti after {st['phase']}"

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from taskwarden import lifecycle
+from taskwarden.tasks import scheduler
 
 
 class Clock:
@@ -34,7 +35,7 @@ def test_scheduler_fires_due_entries_in_order_and_skips_stale() -> None:
         fired.append((key, kind, clock.now))
 
     async def scenario() -> None:
-        s = lifecycle.Scheduler(cb, clock)
+        s = scheduler.Scheduler(cb, clock)
         s.schedule(("ns", "a"), "expire", 1010.0)
         s.schedule(("ns", "b"), "expire", 1005.0)
         s.schedule(("ns", "c"), "expire", 1003.0)
@@ -67,7 +68,7 @@ def test_ten_thousand_deadlines_are_cheap() -> None:
         return None
 
     async def scenario() -> int:
-        s = lifecycle.Scheduler(cb, Clock(0.0))
+        s = scheduler.Scheduler(cb, Clock(0.0))
         for i in range(10_000):
             s.schedule(("ns", f"t{i}"), "expire", 100.0 + i)
             s.schedule(("ns", f"t{i}"), "rotate", 50.0 + i)

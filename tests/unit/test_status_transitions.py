@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskwarden import status
+from taskwarden import names, status
 
 NOW = 1_800_000_000.0
 
@@ -19,7 +19,7 @@ def test_transition_records_history_and_ready_condition() -> None:
 
 
 def test_terminal_phase_never_goes_back_to_active() -> None:
-    for phase in sorted(status.TERMINAL):
+    for phase in sorted(names.TERMINAL):
         with pytest.raises(status.IllegalTransition):
             status.transition({"phase": phase}, "Active", "Issued", "", NOW)
 

@@ -1,0 +1,175 @@
+"""Issuing, rotating and keeping a task's credential: claims, sign, status, Secret, record.
+
+Called by tasks/reconciler.py for the `issue` and `keep` actions. Writes in this order: status
+first (naming the new jti, conditioned on the resourceVersion that was read, so two replicas
+can never both issue), then the Secret. A crash in between leaves a status whose Secret is
+missing; `keep` finds that and reissues (revoking the jti that status named).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskwarden import audit, delivery, lifecycle, metrics, names, policy, timeutil
+from taskwarden.credentials import tokens
+from taskwarden.kube import TASKS
+from taskwarden.tasks import explain, revoke
+from taskwarden.tasks.context import Context
+from taskwarden.tasks.facts import Body, Verdict, meta
+
+SECRET_GRACE = 3.0
+"""Seconds after an issue during which a missing Secret is awaited, not reissued."""
+
+
+def _sign(
+    ctx: Context,
+    body: Body,
+    req: policy.TaskRequest,
+    verdict: Verdict,
+    now: float,
+    not_after: float,
+) -> tuple[dict[str, Any], str, str]:
+    """Claims and signed token for the task, and the key id: the one place a token is signed."""
+    ns, name, uid = meta(body)
+    att = verdict.attestation
+    assert att is not None and att.spiffe_id
+    spec = body.get("spec") or {}
+    pod = {"name": att.pod_name, "uid": att.pod_uid} if att.pod_name and att.pod_uid else None
+    claims = tokens.build_claims(
+        issuer=ctx.settings.identity.issuer,
+        spiffe_id=att.spiffe_id,
+        audiences=list(req.audiences),
+        now=now,
+        ttl=req.credential_ttl,
+        not_after=not_after,
+        task={"namespace": ns, "name": name, "uid": uid},
+        scopes=[dict(s) for s in spec.get("scopes") or []],
+        data_class=req.data_class,
+        intent=str(spec.get("intent", "")),
+        pod=pod,
+        act=verdict.act,
+    )
+    key = ctx.keys.active()
+    token = tokens.sign(claims, key, ctx.keys.jwks(), now=now)
+    return claims, token, key.kid
+
+
+async def issue(
+    ctx: Context,
+    body: Body,
+    req: policy.TaskRequest,
+    verdict: Verdict,
+    expires_at: float,
+    *,
+    kind: str,
+) -> None:
+    """Issue (`issue`), replace (`rotate`) or re-deliver after a crash (`reissue`) a token."""
+    started = ctx.clock()
+    ns, name, uid = meta(body)
+    key = (ns, name)
+    st = body.get("status") or {}
+    att = verdict.attestation
+    assert att is not None and verdict.decision is not None and att.spiffe_id
+    if verdict.parent_expires_at is not None:
+        expires_at = min(expires_at, verdict.parent_expires_at)
+    now = ctx.clock()
+    token_exp = lifecycle.token_expiry(now, req.credential_ttl, expires_at)
+    if token_exp <= int(now):
+        await revoke.end(ctx, body, "Expired", "Expired", "the task expired", trigger_at=now)
+        return
+    claims, token, kid = _sign(ctx, body, req, verdict, now, token_exp)
+    patch = explain.issue_patch(
+        body,
+        verdict,
+        kind=kind,
+        claims=claims,
+        kid=kid,
+        secret_name=delivery.secret_name(name),
+        expires_at=expires_at,
+        now=now,
+    )
+    # Status first, conditioned on what we read: loses (409) to any concurrent writer.
+    await ctx.kube.patch_status(
+        TASKS, ns, name, patch, resource_version=body["metadata"]["resourceVersion"]
+    )
+    old = st.get("credential") or {}
+    if kind == "reissue" and old.get("jti"):
+        # The previous token may have reached the pod before the crash: revoke it.
+        ctx.revocations.add(old["jti"], timeutil.parse(old["expiresAt"]))
+    secret = delivery.credential_secret(
+        namespace=ns,
+        task_name=name,
+        task_uid=uid,
+        token=token,
+        jti=claims["jti"],
+        expires_at=claims["exp"],
+        spiffe_id=att.spiffe_id,
+        jwks=ctx.keys.jwks(),
+    )
+    del token
+    await delivery.deliver(ctx.kube, secret)
+    ctx.index.secrets[(ns, delivery.secret_name(name))] = claims["jti"]
+    ctx.holds_credential(key, True)
+    metrics.credentials_issued.labels(kind=kind).inc()
+    if kind == "issue":
+        metrics.issuance_duration.observe(ctx.clock() - started)
+    rot = lifecycle.rotation_at(claims["iat"], claims["exp"], expires_at)
+    if rot is not None:
+        ctx.scheduler.schedule(key, "rotate", rot)
+    ctx.scheduler.schedule(key, "expire", expires_at)
+    ctx.post_event(body, "Normal", patch["reason"], patch["message"], "Issue")
+    audit.emit(
+        explain.with_(
+            explain.audit_record(body, explain.ISSUE_EVENTS[kind], verdict),
+            jti=claims["jti"],
+            keyID=kid,
+            issuedAt=timeutil.rfc3339(claims["iat"]),
+            expiresAt=timeutil.rfc3339(claims["exp"]),
+        ),
+        now,
+    )
+
+
+async def keep(
+    ctx: Context,
+    body: Body,
+    req: policy.TaskRequest,
+    verdict: Verdict,
+    expires_at: float,
+    now: float,
+) -> None:
+    """An Active task stays Active: make sure its Secret holds the token status names, and
+    rotate when half the token's life is over."""
+    ns, name, _ = meta(body)
+    key = (ns, name)
+    cred = (body.get("status") or {}).get("credential") or {}
+    jti = cred.get("jti")
+    ctx.holds_credential(key, True)
+    skey = (ns, delivery.secret_name(name))
+    if ctx.index.secrets.get(skey) != jti:
+        # Not written by this process (another replica, before a restart): look, then act.
+        secret = await ctx.kube.get_secret(*skey)
+        held = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(
+            names.JTI_ANNOTATION
+        )
+        if held == jti:
+            ctx.index.secrets[skey] = str(held)
+        elif now - timeutil.parse(cred["issuedAt"]) < SECRET_GRACE:
+            # The writer of that status may still be writing the Secret: look again soon.
+            ctx.scheduler.schedule(key, "retry", timeutil.parse(cred["issuedAt"]) + SECRET_GRACE)
+            return
+        else:
+            # Missing or holding another token (a crash between the two writes): reissue.
+            await issue(ctx, body, req, verdict, expires_at, kind="reissue")
+            return
+    if verdict.approval and verdict.approval.expires_at:
+        ctx.scheduler.schedule(key, "approval", verdict.approval.expires_at)
+    issued = timeutil.parse(cred["issuedAt"])
+    token_exp = timeutil.parse(cred["expiresAt"])
+    rot = lifecycle.rotation_at(issued, token_exp, expires_at)
+    if rot is None:
+        return
+    if now >= rot:
+        await issue(ctx, body, req, verdict, expires_at, kind="rotate")
+    else:
+        ctx.scheduler.schedule(key, "rotate", rot)

@@ -1,0 +1,218 @@
+"""The AgentTask controller: locks, entry points, retries, and gather -> check -> act.
+
+Called by handlers.py (watch events of tasks, pods, policies, approvals), by runtime.py
+(start-up resync, sweeps) and by its own scheduler (expiry and rotation deadlines, retries).
+One lock per task serialises all of them in this process; across processes, every move to
+Active is a status write conditioned on the resourceVersion that was read, so two operators
+can never both issue for one task.
+
+Each reconcile gathers the facts (tasks/gather.py), runs the chain of pure checks
+(tasks/checks.py), looks up the action for the task's phase and the verdict in one table
+(tasks/transitions.py) and calls an actor (tasks/issue.py, tasks/revoke.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from taskwarden import metrics
+from taskwarden.config import Settings
+from taskwarden.index import Index, TaskRef
+from taskwarden.kube import TASKS, ApiError, Kube
+from taskwarden.publishing import KeyManager, RevocationPublisher
+from taskwarden.tasks import checks, gather, issue, revoke, sweep, transitions
+from taskwarden.tasks.context import Context
+from taskwarden.tasks.facts import Body, Facts, Key, Verdict, meta
+from taskwarden.tasks.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+RETRY_DELAY = 1.0
+CONFLICT_DELAY = 0.05
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        index: Index,
+        keys: KeyManager,
+        revocations: RevocationPublisher,
+        clock: Callable[[], float],
+        instance: str | None = None,
+    ) -> None:
+        self.kube, self.settings, self.index, self.clock = kube, settings, index, clock
+        self.scheduler = Scheduler(self._on_deadline, clock)
+        self.ctx = Context(
+            kube=kube,
+            settings=settings,
+            index=index,
+            keys=keys,
+            revocations=revocations,
+            clock=clock,
+            scheduler=self.scheduler,
+            instance=instance or socket.gethostname(),
+            refresh_soon=self.refresh_soon,
+        )
+        self._locks: dict[Key, tuple[asyncio.Lock, list[int]]] = {}
+        self.active = asyncio.Event()
+        """Set while this replica is the active one (always, when standalone)."""
+
+    # ------------------------------------------------------------------ entry points
+
+    @contextlib.asynccontextmanager
+    async def lock(self, key: Key) -> AsyncIterator[None]:
+        """Serialise all work on one task in this process. Locks exist only while in use, so
+        10,000 idle tasks hold none."""
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (asyncio.Lock(), [0])
+        entry[1][0] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1][0] -= 1
+            if entry[1][0] == 0:
+                self._locks.pop(key, None)
+
+    async def on_task_event(self, event_type: str | None, body: Body) -> None:
+        await self.active.wait()
+        key = meta(body)[:2]
+        async with self.lock(key):
+            if event_type == "DELETED":
+                await revoke.on_deleted(self.ctx, body)
+            else:
+                await self._guarded(key, body)
+
+    async def refresh(self, key: Key) -> None:
+        """Re-read a task and reconcile it: after a pod, policy, approval or parent change."""
+        await self.active.wait()
+        async with self.lock(key):
+            try:
+                body = await self.kube.get(TASKS, *key)
+            except ApiError as e:
+                if e.status == 404:
+                    self.ctx.forget(key)
+                    return
+                raise
+            await self._guarded(key, body)
+
+    def refresh_soon(self, keys: list[Key]) -> None:
+        for key in keys:
+            self._spawn(self.refresh(key))
+
+    async def _on_deadline(self, key: Key, kind: str) -> None:
+        await self.refresh(key)
+
+    async def reconcile_now(self, body: Body) -> None:
+        """Reconcile a task body read by the start-up resync (the caller knows it is active)."""
+        key = meta(body)[:2]
+        async with self.lock(key):
+            await self._guarded(key, body)
+
+    async def resync_secrets(self) -> int:
+        """Delete credential Secrets whose task is gone, terminal, or holds another jti."""
+        return await sweep.resync_secrets(self.ctx, self.lock)
+
+    async def _guarded(self, key: Key, body: Body) -> None:
+        try:
+            await self._reconcile(body)
+        except ApiError as e:
+            if e.status == 409:
+                # Someone else wrote first (the task changed, or another replica): re-read.
+                self.scheduler.schedule(key, "retry", self.clock() + CONFLICT_DELAY)
+            elif e.status == 404:
+                self.scheduler.schedule(key, "retry", self.clock() + RETRY_DELAY)
+            else:
+                metrics.reconcile_errors.labels(stage="api").inc()
+                log.warning("reconciling %s/%s failed: %s; retrying", *key, e)
+                self.scheduler.schedule(key, "retry", self.clock() + RETRY_DELAY)
+        except Exception:
+            metrics.reconcile_errors.labels(stage="internal").inc()
+            log.exception("reconciling %s/%s failed; retrying", *key)
+            self.scheduler.schedule(key, "retry", self.clock() + RETRY_DELAY * 5)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.ctx.spawn(coro)
+
+    # ------------------------------------------------------------------ gather, check, act
+
+    async def _reconcile(self, body: Body) -> None:
+        ns, name, uid = meta(body)
+        key = (ns, name)
+        spec = body.get("spec") or {}
+        phase = (body.get("status") or {}).get("phase")
+        now = self.clock()
+        if transitions.settled(phase):
+            await revoke.settle(self.ctx, body)
+            return
+        agent = spec.get("agent") or {}
+        self.index.put_task(
+            key,
+            TaskRef(
+                uid=uid,
+                service_account=agent.get("serviceAccountName", ""),
+                pod_name=agent.get("podName"),
+                phase=phase,
+                delegated_from=spec.get("delegatedFrom"),
+            ),
+        )
+        facts = await gather.gather(
+            self.kube, self.index, self.settings.identity.trust_domain, body
+        )
+        stopped_at, verdict = checks.run(facts, now)
+        self._count(stopped_at, facts)
+        if not verdict.final:
+            self.scheduler.schedule(key, "expire", facts.expires_at)
+        needed_approval = bool(
+            ((body.get("status") or {}).get("decision") or {}).get("needsApproval")
+        )
+        action = transitions.action(phase, needed_approval, verdict)
+        await self._act(action, facts, verdict, now)
+
+    def _count(self, stopped_at: str, facts: Facts) -> None:
+        """The decision metrics: one policy decision and one attestation per check that ran."""
+        if checks.reached(stopped_at, checks.policy_allows):
+            allowed = facts.decision.allowed
+            metrics.policy_decisions.labels(decision="allow" if allowed else "deny").inc()
+        if checks.reached(stopped_at, checks.identity_attested):
+            att = facts.attestation
+            metrics.identity_verifications.labels(result="ok" if att.ok else att.reason).inc()
+
+    async def _act(self, action: str, facts: Facts, verdict: Verdict, now: float) -> None:
+        ctx, body = self.ctx, facts.body
+        if action == transitions.END:
+            at = verdict.at if verdict.at is not None else now
+            await revoke.end(
+                ctx,
+                body,
+                verdict.phase,
+                verdict.reason,
+                verdict.message,
+                trigger_at=at,
+                verdict=verdict,
+            )
+        elif action == transitions.ISSUE:
+            await issue.issue(ctx, body, facts.req, verdict, facts.expires_at, kind="issue")
+        elif action == transitions.KEEP:
+            await issue.keep(ctx, body, facts.req, verdict, facts.expires_at, now)
+        elif action == transitions.WAIT:
+            await revoke.wait(ctx, body, verdict, facts.expires_at, now)
+        elif action == transitions.WITHDRAW:
+            reason = transitions.withdrawal_reason(bool(facts.approvals))
+            await revoke.end(
+                ctx, body, "Revoked", reason, verdict.message, trigger_at=now, verdict=verdict
+            )
+        elif action in (transitions.REVOKE, transitions.DENY):
+            phase = "Revoked" if action == transitions.REVOKE else "Denied"
+            await revoke.end(
+                ctx, body, phase, verdict.reason, verdict.message, trigger_at=now, verdict=verdict
+            )
+        else:
+            raise AssertionError(f"no actor for {action}")

@@ -1,0 +1,83 @@
+"""The orphan sweep: delete credential Secrets whose task is gone, terminal, or names another
+jti, and bring the index of delivered Secrets in line with the cluster.
+
+Called by tasks/reconciler.py (`resync_secrets`) at start-up, on take-over and periodically
+from runtime.py. Compares one paged LIST of Secrets with one paged LIST of tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from taskwarden import names, timeutil
+from taskwarden.kube import TASKS, ApiError
+from taskwarden.tasks.context import Context
+from taskwarden.tasks.facts import Key
+
+log = logging.getLogger(__name__)
+Lock = Callable[[Key], AbstractAsyncContextManager[None]]
+
+
+async def _list_secrets(ctx: Context) -> list[dict[str, Any]]:
+    ns_filter = ctx.settings.watch.namespaces
+    if not ns_filter:
+        return await ctx.kube.list_secrets(None, names.TASK_LABEL)
+    secrets: list[dict[str, Any]] = []
+    for ns in ns_filter:
+        secrets += await ctx.kube.list_secrets(ns, names.TASK_LABEL)
+    return secrets
+
+
+async def resync_secrets(ctx: Context, lock: Lock) -> int:
+    """Delete orphaned credential Secrets (under each task's lock); returns how many."""
+    secrets = await _list_secrets(ctx)
+    # One paged LIST of the tasks (uid, phase, jti only) rather than a GET per Secret: at
+    # 10,000 credentials that is the difference between half a minute and a few seconds.
+    tasks: dict[Key, dict[str, Any]] = {}
+    for ns in ctx.settings.watch.namespaces or (None,):
+        for t in await ctx.kube.list_tasks_brief(ns):
+            tasks[(t["metadata"]["namespace"], t["metadata"]["name"])] = t
+    removed = 0
+    seen: set[Key] = set()
+    for s in secrets:
+        if s.get("type") != names.SECRET_TYPE:
+            continue
+        md = s["metadata"]
+        ns, sname = md["namespace"], md["name"]
+        task_name = (md.get("labels") or {}).get(names.TASK_LABEL, "")
+        jti = (md.get("annotations") or {}).get(names.JTI_ANNOTATION, "")
+        seen.add((ns, sname))
+        task = tasks.get((ns, task_name))
+        if task is None:
+            try:  # created after the LIST?
+                task = await ctx.kube.get(TASKS, ns, task_name)
+            except ApiError as e:
+                if e.status != 404:
+                    raise
+        tst = (task or {}).get("status") or {}
+        live_jti = (tst.get("credential") or {}).get("jti")
+        owner_ok = task is not None and any(
+            o.get("uid") == task["metadata"].get("uid") for o in md.get("ownerReferences") or []
+        )
+        if task is None or tst.get("phase") != "Active" or live_jti != jti or not owner_ok:
+            if jti and task is None:
+                exp = (md.get("annotations") or {}).get(names.EXP_ANNOTATION)
+                if exp:
+                    ctx.revocations.add(jti, timeutil.parse(exp))
+            async with lock((ns, task_name)):
+                # Re-check under the lock: an issue may have just landed.
+                if ctx.index.secrets.get((ns, sname)) not in (None, jti) and task:
+                    continue
+                await ctx.kube.delete_secret(ns, sname)
+                ctx.index.secrets.pop((ns, sname), None)
+            removed += 1
+            log.info("removed orphaned credential secret %s/%s", ns, sname)
+        else:
+            ctx.index.secrets[(ns, sname)] = jti
+    for k in list(ctx.index.secrets):
+        if k not in seen:
+            ctx.index.secrets.pop(k, None)
+    return removed

@@ -1,0 +1,306 @@
+"""The task reconciler on a fake API and a fake clock: what it writes, in which order, and what
+it schedules. No cluster and no sleeping; the decisions themselves are covered by the check
+and transition tests, this covers the acting and the retries."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from taskwarden import config, names, timeutil
+from taskwarden.credentials import keys, tokens
+from taskwarden.index import Index, TaskRef
+from taskwarden.kube import TASKS, ApiError
+from taskwarden.tasks.reconciler import Reconciler
+from tests.unit import task_world as w
+
+ISSUER = "https://taskwarden.test"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeKube:
+    """Records every write; serves tasks and Secrets from dicts."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.tasks: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.fail_status: int | None = None
+
+    async def get(self, plural: str, ns: str, name: str) -> dict[str, Any]:
+        self.calls.append(("get", plural, name))
+        if (ns, name) not in self.tasks:
+            raise ApiError(404, "Not Found")
+        return self.tasks[(ns, name)]
+
+    async def patch_status(
+        self, plural: str, ns: str, name: str, patch: Any, *, resource_version: str | None = None
+    ) -> dict[str, Any]:
+        self.calls.append(("patch_status", name, resource_version, patch))
+        if self.fail_status:
+            raise ApiError(self.fail_status, "Conflict")
+        return {}
+
+    async def put_secret(self, ns: str, body: dict[str, Any]) -> None:
+        self.calls.append(("put_secret", body["metadata"]["name"]))
+        self.secrets[(ns, body["metadata"]["name"])] = body
+
+    async def get_secret(self, ns: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_secret", name))
+        return self.secrets.get((ns, name))
+
+    async def delete_secret(self, ns: str, name: str) -> bool:
+        self.calls.append(("delete_secret", name))
+        return self.secrets.pop((ns, name), None) is not None
+
+    async def create_event(self, ns: str, body: dict[str, Any]) -> None:
+        self.calls.append(("event", body["reason"]))
+
+    async def list_secrets(self, ns: str | None, selector: str) -> list[dict[str, Any]]:
+        return [{"type": s["type"], "metadata": s["metadata"]} for s in self.secrets.values()]
+
+    async def list_tasks_brief(self, ns: str | None) -> list[dict[str, Any]]:
+        return list(self.tasks.values())
+
+    def writes(self) -> list[str]:
+        return [c[0] for c in self.calls if c[0] in ("patch_status", "put_secret", "delete_secret")]
+
+
+class FakeKeys:
+    def __init__(self, now: float) -> None:
+        self.key = keys.generate_key(now - 3600)
+
+    def active(self) -> keys.SigningKey:
+        return self.key
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.key.public_jwk()]}
+
+
+class FakeRevocations:
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube, self.added = kube, []  # type: ignore[var-annotated]
+
+    def add(self, jti: str, exp: float) -> asyncio.Future[None]:
+        self.added.append(jti)
+        self.kube.calls.append(("revoke", jti))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+def run(scenario: Callable[[Reconciler, FakeKube, Clock], Coroutine[Any, Any, None]]) -> None:
+    async def main() -> None:
+        clock = Clock(w.NOW)
+        kube = FakeKube()
+        index = Index()
+        index.put_policy(w.policy_body())
+        index.put_pod(w.pod())
+        settings = config.Settings(identity=config.IdentitySettings(issuer=ISSUER))
+        r = Reconciler(
+            kube,  # type: ignore[arg-type]
+            settings,
+            index,
+            FakeKeys(w.NOW),  # type: ignore[arg-type]
+            FakeRevocations(kube),  # type: ignore[arg-type]
+            clock=clock,
+            instance="test-0",
+        )
+        r.active.set()
+        await scenario(r, kube, clock)
+        await asyncio.sleep(0)  # let background Event posts finish
+
+    asyncio.run(main())
+
+
+def issued_task(r: Reconciler, kube: FakeKube, body: dict[str, Any]) -> dict[str, Any]:
+    """The task as the API would hold it after the status patch of an issue."""
+    patch = next(c[3] for c in kube.calls if c[0] == "patch_status")
+    return {**body, "status": {**body["status"], **patch}}
+
+
+def test_issue_writes_status_before_the_secret_and_schedules_rotation() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task()
+        await r.reconcile_now(body)
+        assert kube.writes() == ["patch_status", "put_secret"]
+        _, name, rv, patch = next(c for c in kube.calls if c[0] == "patch_status")
+        assert (name, rv) == ("t", "7")  # conditioned on the resourceVersion that was read
+        assert patch["phase"] == "Active" and patch["reason"] == "Issued"
+        cred = patch["credential"]
+        assert cred["issuedAt"] == timeutil.rfc3339(w.NOW)
+        secret = kube.secrets[(w.NS, "t-credential")]
+        assert secret["metadata"]["annotations"][names.JTI_ANNOTATION] == cred["jti"]
+        token = base64.b64decode(secret["data"]["token"]).decode()
+        jwks = r.ctx.keys.jwks()
+        claims = tokens.verify(token, jwks, issuer=ISSUER, audience=w.AUD, now=w.NOW)
+        assert claims["jti"] == cred["jti"]
+        # credential ttl defaults below the task's 20 remaining minutes: rotate at half life
+        rot = r.scheduler.deadline((w.NS, "t"), "rotate")
+        assert rot is not None and w.NOW < rot < timeutil.parse(cred["expiresAt"])
+        assert r.scheduler.deadline((w.NS, "t"), "expire") == w.NOW + 1200
+        assert r.ctx.active == {(w.NS, "t")}
+
+    run(scenario)
+
+
+def test_an_active_task_with_its_secret_in_place_is_left_alone_until_rotation() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task()
+        await r.reconcile_now(body)
+        active = issued_task(r, kube, body)
+        kube.calls.clear()
+        clock.now += 10
+        await r.reconcile_now(active)
+        assert kube.writes() == []
+        rot = r.scheduler.deadline((w.NS, "t"), "rotate")
+        assert rot is not None
+        clock.now = rot
+        await r.reconcile_now(active)
+        assert kube.writes() == ["patch_status", "put_secret"]
+        patch = kube.calls[0][3]
+        assert patch["reason"] == "Rotated" and patch["credential"]["rotations"] == 1
+
+    run(scenario)
+
+
+def test_a_missing_secret_is_awaited_briefly_then_reissued_and_the_old_jti_revoked() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task()
+        await r.reconcile_now(body)
+        active = issued_task(r, kube, body)
+        old_jti = active["status"]["credential"]["jti"]
+        kube.secrets.clear()
+        r.index.secrets.clear()  # as after a restart
+        kube.calls.clear()
+        clock.now += 1
+        await r.reconcile_now(active)
+        assert kube.writes() == []  # the issuer may still be writing it
+        assert r.scheduler.deadline((w.NS, "t"), "retry") == w.NOW + 3.0
+        clock.now += 5
+        await r.reconcile_now(active)
+        assert kube.writes() == ["patch_status", "put_secret"]
+        assert [c for c in kube.calls if c[0] == "revoke"] == [("revoke", old_jti)]
+
+    run(scenario)
+
+
+def test_completion_revokes_and_deletes_before_the_unconditional_status_write() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task()
+        await r.reconcile_now(body)
+        active = issued_task(r, kube, body)
+        jti = active["status"]["credential"]["jti"]
+        kube.calls.clear()
+        done = {**active, "spec": {**active["spec"], "completed": True}}
+        await r.reconcile_now(done)
+        steps = [c[0] for c in kube.calls if c[0] != "event"]
+        assert steps[-1] == "patch_status"
+        assert set(steps[:-1]) == {"revoke", "delete_secret"}
+        status_write = next(c for c in kube.calls if c[0] == "patch_status")
+        assert status_write[2] is None  # a terminal phase lands whatever the resourceVersion
+        assert status_write[3]["phase"] == "Completed"
+        assert ("revoke", jti) in kube.calls
+        assert r.scheduler.deadline((w.NS, "t"), "expire") is None
+        assert (w.NS, "t") not in r.index.tasks and r.ctx.active == set()
+
+    run(scenario)
+
+
+def test_expiry_is_measured_on_the_injected_clock() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task()
+        await r.reconcile_now(body)
+        active = issued_task(r, kube, body)
+        kube.calls.clear()
+        clock.now = w.NOW + 1200
+        await r.reconcile_now(active)
+        patch = next(c[3] for c in kube.calls if c[0] == "patch_status")
+        assert patch["phase"] == "Expired" and patch["reason"] == "Expired"
+
+    run(scenario)
+
+
+def test_a_conflict_retries_soon_and_an_api_error_later() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        kube.fail_status = 409
+        await r.reconcile_now(w.task())
+        assert r.scheduler.deadline((w.NS, "t"), "retry") == w.NOW + 0.05
+        assert kube.writes() == ["patch_status"]  # no Secret without its status
+        kube.fail_status = 500
+        await r.reconcile_now(w.task("u"))
+        assert r.scheduler.deadline((w.NS, "u"), "retry") == w.NOW + 1.0
+
+    run(scenario)
+
+
+def test_a_pending_task_writes_its_status_once() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        r.index.drop_pod(w.NS, "agent-0")
+        body = w.task()
+        await r.reconcile_now(body)
+        patch = next(c[3] for c in kube.calls if c[0] == "patch_status")
+        assert patch["phase"] == "Pending" and patch["reason"] == "PodNotFound"
+        kube.calls.clear()
+        await r.reconcile_now({**body, "status": patch})
+        assert kube.writes() == []
+
+    run(scenario)
+
+
+def test_a_child_reads_its_parent_chain_and_is_denied_when_the_parent_is_gone() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        await r.reconcile_now(w.task("child", delegatedFrom="parent"))
+        assert ("get", TASKS, "parent") in kube.calls
+        patch = next(c[3] for c in kube.calls if c[0] == "patch_status")
+        assert patch["phase"] == "Denied" and patch["reason"] == "ParentRevoked"
+
+    run(scenario)
+
+
+def test_a_terminal_task_is_forgotten_and_its_leftover_secret_deleted() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        r.index.secrets[(w.NS, "t-credential")] = "j"
+        await r.reconcile_now(w.task(phase="Revoked"))
+        assert kube.writes() == ["delete_secret"]
+        assert (w.NS, "t-credential") not in r.index.secrets
+
+    run(scenario)
+
+
+def test_the_sweep_removes_a_secret_whose_task_is_gone_and_revokes_its_token() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task()
+        await r.reconcile_now(body)
+        jti = kube.secrets[(w.NS, "t-credential")]["metadata"]["annotations"][names.JTI_ANNOTATION]
+        assert await r.resync_secrets() == 1  # no task in the API's LIST (nor a GET)
+        assert (w.NS, "t-credential") not in kube.secrets
+        assert ("revoke", jti) in kube.calls
+
+    run(scenario)
+
+
+def test_deleting_a_live_task_revokes_its_credential_and_rechecks_its_children() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task()
+        await r.reconcile_now(body)
+        active = issued_task(r, kube, body)
+        r.index.put_task((w.NS, "kid"), TaskRef("u", w.SA, None, "Pending", delegated_from="t"))
+        kube.calls.clear()
+        await r.on_task_event("DELETED", active)
+        assert (w.NS, "t-credential") not in kube.secrets
+        assert (w.NS, "t") not in r.index.tasks
+        await asyncio.sleep(0)
+        assert ("get", TASKS, "kid") in kube.calls  # the child is re-read (and is gone)
+        assert (w.NS, "kid") not in r.index.tasks
+
+    run(scenario)
