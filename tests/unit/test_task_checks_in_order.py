@@ -22,11 +22,12 @@ def child(**kw: Any) -> dict[str, Any]:
     return w.task("child", delegatedFrom="parent", **kw)
 
 
-def chain(n: int) -> list[dict[str, Any]]:
-    """n Active parents, nearest first, each delegated from the next."""
+def chain(n: int, goes_on: bool = False) -> list[dict[str, Any]]:
+    """n Active parents, nearest first, each delegated from the next; with `goes_on` the last
+    one names a parent too (the chain continues past what was read)."""
     parents = []
     for i in range(n):
-        extra = {"delegatedFrom": f"p{i + 1}"} if i + 1 < n else {}
+        extra = {"delegatedFrom": f"p{i + 1}"} if goes_on or i + 1 < n else {}
         parents.append(w.active_parent("parent" if i == 0 else f"p{i}", **extra))
     return parents
 
@@ -214,7 +215,10 @@ CASES: list[tuple[str, Callable[[], Facts], str, str, str]] = [
     (
         "chain deeper than the controller follows",
         lambda: w.facts(
-            child(), policies=[DELEGATING], pods=[RUNNING], parents=chain(checks.MAX_PARENTS + 1)
+            child(),
+            policies=[w.policy_body(delegation={"allowed": True, "maxDepth": 16})],
+            pods=[RUNNING],
+            parents=chain(checks.MAX_PARENTS, goes_on=True),
         ),
         "delegation_narrows",
         "Denied",

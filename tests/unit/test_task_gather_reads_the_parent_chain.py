@@ -10,6 +10,7 @@ import pytest
 
 from taskwarden.index import Index
 from taskwarden.kube import ApiError
+from taskwarden.policy import delegation
 from taskwarden.tasks import checks, gather
 from tests.unit import task_world as w
 
@@ -42,10 +43,11 @@ def test_a_missing_parent_stops_the_read_and_is_named() -> None:
     assert len(chain) == 1 and missing == "gone"
 
 
-def test_the_read_is_bounded_one_past_the_longest_chain_followed() -> None:
+def test_the_read_is_bounded_one_past_the_deepest_delegation_allowed() -> None:
     kube = Tasks(*linked(30))
     chain, missing = asyncio.run(gather.parent_chain(kube, w.NS, "p0"))  # type: ignore[arg-type]
-    assert len(chain) == len(kube.reads) == checks.MAX_PARENTS + 1 and missing is None
+    assert len(chain) == len(kube.reads) == checks.MAX_PARENTS and missing is None
+    assert checks.MAX_PARENTS == delegation.MAX_DEPTH + 1 == 17  # the CRD's maxDepth bound + 1
 
 
 def test_other_api_errors_are_not_taken_for_a_missing_parent() -> None:

@@ -10,17 +10,18 @@ its reason code goes to status, the Event and the audit line.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from taskwarden import approvals, identity, names, policy, timeutil
-from taskwarden.credentials import tokens
+from taskwarden import approvals, names, policy, timeutil
+from taskwarden.policy import delegation as delegation_policy
 from taskwarden.tasks.facts import Facts, Verdict, requester
 
 Check = Callable[[Facts, float], Verdict | None]
 
-MAX_PARENTS = 8
-"""Longest delegation chain the controller follows; gather reads one parent more to tell."""
+MAX_PARENTS = delegation_policy.MAX_CHAIN
+"""Tasks gather reads walking up from a delegated task: one more than the deepest delegation
+any policy may allow (the CRD's maxDepth bound), the same bound admission reads."""
 
 
 def spec_valid(facts: Facts, now: float) -> Verdict | None:
@@ -69,65 +70,21 @@ def identity_attested(facts: Facts, now: float) -> Verdict | None:
     return Verdict("Pending", att.reason, att.message, facts.decision, att)
 
 
-def delegation(facts: Facts) -> Verdict | tuple[float, dict[str, Any]]:
+def delegation(facts: Facts) -> Verdict | tuple[float | None, dict[str, Any] | None]:
     """A child must narrow an Active parent: a verdict against it, or (parent expiry, act chain).
 
-    The one delegation decision of the controller, from the gathered parent chain alone."""
-    ns, req, chain = facts.key[0], facts.req, facts.parents
+    The one delegation decision, `policy.delegation.decide`, which admission calls too, made
+    from the gathered parent chain alone."""
+    chain: dict[str, Mapping[str, Any] | None] = {p["metadata"]["name"]: p for p in facts.parents}
     if facts.missing_parent is not None:
-        return Verdict("Revoked", "ParentRevoked", f"parent task {facts.missing_parent} is gone")
-    if len(chain) > MAX_PARENTS:
-        return Verdict("Denied", "DelegationTooDeep", "spec.delegatedFrom chain too deep")
-    parent = chain[0]
-    pst = parent.get("status") or {}
-    if pst.get("phase") != "Active":
-        if pst.get("phase") in names.TERMINAL:
-            return Verdict(
-                "Revoked",
-                "ParentRevoked",
-                f"parent task {req.delegated_from} is {pst.get('phase')}",
-            )
-        return Verdict(
-            "Pending", "ParentNotActive", f"parent task {req.delegated_from} is not Active yet"
-        )
-    parent_req = policy.task_request(ns, parent["metadata"]["name"], parent.get("spec") or {})
-    ppol_name = (pst.get("decision") or {}).get("policy") or ""
-    ppol = facts.policies.get(ppol_name) or {}
-    deleg = (ppol.get("spec") or {}).get("delegation") or {}
-    if not deleg.get("allowed", False):
-        return Verdict(
-            "Denied",
-            "DelegationNotAllowed",
-            f"policy {ppol_name} of the parent task does not allow delegation "
-            "(spec.delegation.allowed)",
-        )
-    parent_exp = timeutil.parse(pst["expiresAt"])
-    violation = policy.narrowing_violation(
-        req,
-        parent_req,
-        parent_depth=len(chain) - 1,
-        max_depth=int(deleg.get("maxDepth", 1)),
-        child_expires_at=parent_exp,
-        parent_expires_at=parent_exp,
+        chain[facts.missing_parent] = None
+    result = delegation_policy.decide(
+        facts.req, chain, list(facts.policies.values()), trust_domain=facts.trust_domain
     )
-    if violation:
-        return Verdict("Denied", "NotANarrowing", violation)
-    act: dict[str, Any] | None = None
-    for ancestor in reversed(chain):
-        ast = ancestor.get("status") or {}
-        a_md = ancestor["metadata"]
-        act = tokens.actor(
-            spiffe_id=(ast.get("identity") or {}).get("spiffeID")
-            or identity.spiffe_id(
-                facts.trust_domain,
-                ns,
-                ((ancestor.get("spec") or {}).get("agent") or {}).get("serviceAccountName", ""),
-            ),
-            task={"namespace": ns, "name": a_md["name"], "uid": a_md.get("uid", "")},
-            parent_act=act,
-        )
-    assert act is not None
-    return parent_exp, act
+    verdict = delegation_policy.task_verdict(result)
+    if verdict is not None:
+        return Verdict(*verdict)
+    return result.parent_expires_at, result.act
 
 
 def delegation_narrows(facts: Facts, now: float) -> Verdict | None:

@@ -11,25 +11,25 @@ from typing import Any
 
 from taskwarden.index import Index
 from taskwarden.kube import TASKS, ApiError, Kube
-from taskwarden.tasks import checks
+from taskwarden.policy import delegation
 from taskwarden.tasks.facts import Body, Facts, meta, parse_request
 
 
 async def parent_chain(kube: Kube, ns: str, first: str | None) -> tuple[list[Body], str | None]:
     """The delegation chain from `first` upwards, nearest first, and the name of the first
-    parent that does not exist. Reads at most one parent more than checks.MAX_PARENTS, so the
-    check can tell a chain that is too deep."""
+    task in it that does not exist. Reads what `policy.delegation.next_to_read` asks for: at
+    most MAX_CHAIN tasks, stopping at a loop, so the check can tell a chain that is too deep."""
+    read: dict[str, Body | None] = {}
     chain: list[Body] = []
-    name = first
-    while name and len(chain) <= checks.MAX_PARENTS:
+    while (name := delegation.next_to_read(first, read)) is not None:
         try:
             parent: dict[str, Any] = await kube.get(TASKS, ns, name)
         except ApiError as e:
             if e.status != 404:
                 raise
             return chain, name
+        read[name] = parent
         chain.append(parent)
-        name = (parent.get("spec") or {}).get("delegatedFrom")
     return chain, None
 
 
