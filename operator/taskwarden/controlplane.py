@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import datetime as dt
-import ipaddress
 import json
 import os
 import signal
@@ -27,10 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from taskwarden import pki
 
 K8S_VERSION = os.environ.get("TASKWARDEN_K8S_VERSION", "v1.36.3")
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
@@ -46,6 +41,16 @@ CONTROLLERS = ",".join(
         "root-ca-certificate-publisher-controller",
     ]
 )
+SANS = (
+    "127.0.0.1",
+    "10.0.0.1",
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+"""Names the local apiserver's serving certificate is valid for."""
 
 
 def cache_dir() -> Path:
@@ -95,122 +100,42 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- PKI
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _cert(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    server_sans: list[x509.GeneralName] | None = None,
-    client: bool = False,
-    days: int = 365,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        b = b.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    usages = []
-    if server_sans is not None:
-        b = b.add_extension(x509.SubjectAlternativeName(server_sans), critical=False)
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if client:
-        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    if usages:
-        b = b.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
-
-
-def _pem_cert(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def write_pki(d: Path) -> None:
+def write_pki(d: Path, now: float | None = None) -> None:
     """CA, apiserver serving cert, admin client cert (system:masters), SA signing key pair."""
     d.mkdir(parents=True, exist_ok=True)
-    ca_key = _key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "taskwarden-local-ca")])
-    ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True, days=3650)
-    sans: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes"),
-        x509.DNSName("kubernetes.default"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.DNSName("kubernetes.default.svc.cluster.local"),
-    ]
-    srv_key = _key()
-    srv = _cert(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-        srv_key,
-        ca_name,
-        ca_key,
-        server_sans=sans,
+    now = time.time() if now is None else now
+    year = 365 * 86400.0
+    ca_key = pki.new_key()
+    ca_name = pki.name("taskwarden-local-ca")
+    ca = pki.certificate(ca_name, ca_key, ca_name, ca_key, now=now, validity=10 * year, ca=True)
+    srv_key = pki.new_key()
+    srv = pki.certificate(
+        pki.name("kube-apiserver"), srv_key, ca_name, ca_key, now=now, validity=year, hosts=SANS
     )
-    adm_key = _key()
-    adm = _cert(
-        x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                x509.NameAttribute(NameOID.COMMON_NAME, "taskwarden-admin"),
-            ]
-        ),
+    adm_key = pki.new_key()
+    adm = pki.certificate(
+        pki.name("taskwarden-admin", organization="system:masters"),
         adm_key,
         ca_name,
         ca_key,
+        now=now,
+        validity=year,
         client=True,
     )
-    sa_key = _key()
+    sa_key = pki.new_key()
     files = {
-        "ca.crt": _pem_cert(ca),
-        "ca.key": _pem_key(ca_key),
-        "apiserver.crt": _pem_cert(srv),
-        "apiserver.key": _pem_key(srv_key),
-        "admin.crt": _pem_cert(adm),
-        "admin.key": _pem_key(adm_key),
-        "sa.key": _pem_key(sa_key),
-        "sa.pub": sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
+        "ca.crt": pki.cert_pem(ca),
+        "ca.key": pki.key_pem(ca_key),
+        "apiserver.crt": pki.cert_pem(srv),
+        "apiserver.key": pki.key_pem(srv_key),
+        "admin.crt": pki.cert_pem(adm),
+        "admin.key": pki.key_pem(adm_key),
+        "sa.key": pki.key_pem(sa_key),
+        "sa.pub": pki.public_pem(sa_key),
     }
     for name, data in files.items():
         p = d / name
-        p.write_bytes(data)
+        p.write_text(data)
         p.chmod(0o600)
 
 

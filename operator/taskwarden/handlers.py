@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from taskwarden import GROUP, VERSION, config, runtime, webhooks
+from taskwarden import GROUP, VERSION, config, runtime, server
 
 log = logging.getLogger(__name__)
 _settings: config.Settings | None = None
@@ -135,4 +135,4 @@ async def approval_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     task = (body.get("spec") or {}).get("taskName")
     if task:
         rt.reconciler.refresh_soon([(ns, task)])
-    await webhooks.on_approval_event(rt, event.get("type"), body)
+    await server.on_approval_event(rt.extras.get("webhooks"), event.get("type"), body)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskwarden import config, status, webhooks
+from taskwarden import config, server, status
 from taskwarden import kube as kube_mod
 from taskwarden.index import Index
 from taskwarden.kube import APPROVALS, POLICIES, TASKS, Kube
@@ -160,7 +160,12 @@ async def build(settings: config.Settings) -> Runtime:
     rt = Runtime(settings, kube, index, keys, revocations, reconciler)
     rt.start_background()  # the revocation flusher must run before the orphan sweep waits on it
     await rt.warm()
-    rt.extras["webhooks"] = await webhooks.start(rt)
+    rt.extras["webhooks"] = await server.start(
+        settings,
+        kube,
+        jwks=keys.jwks,
+        revocations=lambda now: revocations.list.to_configmap_data(now),
+    )
     if not settings.watch.peering:
         await rt.resync_tasks()
         rt.reconciler.active.set()  # standalone: always active

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from taskwarden import approvals
+from taskwarden import approvals, names
 
 HASH = "sha256:" + "a" * 64
 POLICY = {
@@ -24,7 +24,7 @@ def approval(
 ) -> dict:
     ann = {}
     if user is not None:
-        ann[approvals.APPROVER_ANNOTATION] = json.dumps({"username": user, "groups": list(groups)})
+        ann[names.APPROVER_ANNOTATION] = json.dumps({"username": user, "groups": list(groups)})
     return {
         "metadata": {
             "name": f"a-{user}-{decision}",
