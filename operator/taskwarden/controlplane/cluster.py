@@ -1,10 +1,10 @@
 """A real local Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
 
-Used by the integration tests (one session-scoped fixture), by `make demo` and by
-`taskwarden controlplane up|down|env`. Binaries are built from Go modules at a pinned Kubernetes
-release by scripts/build-controlplane.sh and cached under ~/.cache/taskwarden/controlplane/<ver>/;
-KUBEBUILDER_ASSETS is honoured for binaries a user already has. Everything here is real: RBAC,
-admission webhooks, TokenRequest/TokenReview, impersonation and garbage collection all work.
+`start` launches the processes (binaries from taskwarden.controlplane.binaries, PKI and
+kubeconfig from taskwarden.controlplane.files) and returns a `ControlPlane` whose `stop()` ends
+them; `ControlPlane.load` re-attaches to a detached one by its state directory. Everything
+here is real: RBAC, admission webhooks, TokenRequest/TokenReview, impersonation and garbage
+collection all work.
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskwarden import pki
+from taskwarden.controlplane.binaries import K8S_VERSION, ControlPlaneError, find_binaries
+from taskwarden.controlplane.files import write_kubeconfig, write_pki
 
-K8S_VERSION = os.environ.get("TASKWARDEN_K8S_VERSION", "v1.36.3")
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
-BUILD_SCRIPT = Path(__file__).parent / "scripts" / "build-controlplane.sh"
 # Only what Taskwarden relies on: owner-reference GC, namespace deletion, service accounts and
 # their tokens, and the kube-root-ca.crt ConfigMap. Node and cloud controllers have no nodes here.
 CONTROLLERS = ",".join(
@@ -41,133 +39,12 @@ CONTROLLERS = ",".join(
         "root-ca-certificate-publisher-controller",
     ]
 )
-SANS = (
-    "127.0.0.1",
-    "10.0.0.1",
-    "localhost",
-    "kubernetes",
-    "kubernetes.default",
-    "kubernetes.default.svc",
-    "kubernetes.default.svc.cluster.local",
-)
-"""Names the local apiserver's serving certificate is valid for."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TASKWARDEN_CACHE", Path.home() / ".cache" / "taskwarden"))
-
-
-def default_state_dir() -> Path:
-    return cache_dir() / "run" / "default"
-
-
-class ControlPlaneError(RuntimeError):
-    """The control plane could not be built or started; the message says which part and why."""
-
-
-def find_binaries(*, build: bool = True) -> dict[str, Path]:
-    """Locate the binaries: KUBEBUILDER_ASSETS first, then the per-version cache, else build."""
-    found: dict[str, Path] = {}
-    assets = os.environ.get("KUBEBUILDER_ASSETS")
-    cached = cache_dir() / "controlplane" / K8S_VERSION
-    for name in BINARIES:
-        for d in ([Path(assets)] if assets else []) + [cached]:
-            if (d / name).is_file() and os.access(d / name, os.X_OK):
-                found[name] = d / name
-                break
-    missing = [n for n in BINARIES if n not in found]
-    if missing and build:
-        proc = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False
-        )
-        if proc.returncode != 0:
-            raise ControlPlaneError(
-                f"building the control plane ({K8S_VERSION}) failed with exit code "
-                f"{proc.returncode}; see the build output above"
-            )
-        return find_binaries(build=False)
-    if missing:
-        raise ControlPlaneError(f"control plane binaries missing: {', '.join(missing)}")
-    return found
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# --------------------------------------------------------------------------- PKI
-
-
-def write_pki(d: Path, now: float | None = None) -> None:
-    """CA, apiserver serving cert, admin client cert (system:masters), SA signing key pair."""
-    d.mkdir(parents=True, exist_ok=True)
-    now = time.time() if now is None else now
-    year = 365 * 86400.0
-    ca_key = pki.new_key()
-    ca_name = pki.name("taskwarden-local-ca")
-    ca = pki.certificate(ca_name, ca_key, ca_name, ca_key, now=now, validity=10 * year, ca=True)
-    srv_key = pki.new_key()
-    srv = pki.certificate(
-        pki.name("kube-apiserver"), srv_key, ca_name, ca_key, now=now, validity=year, hosts=SANS
-    )
-    adm_key = pki.new_key()
-    adm = pki.certificate(
-        pki.name("taskwarden-admin", organization="system:masters"),
-        adm_key,
-        ca_name,
-        ca_key,
-        now=now,
-        validity=year,
-        client=True,
-    )
-    sa_key = pki.new_key()
-    files = {
-        "ca.crt": pki.cert_pem(ca),
-        "ca.key": pki.key_pem(ca_key),
-        "apiserver.crt": pki.cert_pem(srv),
-        "apiserver.key": pki.key_pem(srv_key),
-        "admin.crt": pki.cert_pem(adm),
-        "admin.key": pki.key_pem(adm_key),
-        "sa.key": pki.key_pem(sa_key),
-        "sa.pub": pki.public_pem(sa_key),
-    }
-    for name, data in files.items():
-        p = d / name
-        p.write_text(data)
-        p.chmod(0o600)
-
-
-def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "taskwarden-local",
-                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
-            }
-        ],
-        "users": [
-            {
-                "name": "taskwarden-admin",
-                "user": {
-                    "client-certificate": str(pki / "admin.crt"),
-                    "client-key": str(pki / "admin.key"),
-                },
-            }
-        ],
-        "contexts": [
-            {
-                "name": "taskwarden-local",
-                "context": {"cluster": "taskwarden-local", "user": "taskwarden-admin"},
-            }
-        ],
-        "current-context": "taskwarden-local",
-    }
-    path.write_text(json.dumps(cfg, indent=2))
-    path.chmod(0o600)
 
 
 # --------------------------------------------------------------------------- processes
@@ -212,7 +89,7 @@ class ControlPlane:
         from kubernetes import client, config
 
         cfg = client.Configuration()
-        config.load_kube_config(
+        config.load_kube_config(  # type: ignore[no-untyped-call]  # kubernetes.config is untyped
             config_file=str(self.kubeconfig), client_configuration=cfg, persist_config=False
         )
         return client.ApiClient(cfg)
@@ -450,40 +327,3 @@ def stop_dir(workdir: Path) -> bool:
         return False
     cp.stop()
     return True
-
-
-def install_crds(api_client: Any, crd_dir: Path, timeout: float = 30) -> list[str]:
-    """Create or replace every CRD in crd_dir and wait until each is Established."""
-    import yaml
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    ext = client.ApiextensionsV1Api(api_client)
-    names = []
-    for path in sorted(crd_dir.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc:
-                continue
-            name = doc["metadata"]["name"]
-            names.append(name)
-            try:
-                ext.create_custom_resource_definition(doc)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                cur = ext.read_custom_resource_definition(name)
-                doc["metadata"]["resourceVersion"] = cur.metadata.resource_version
-                ext.replace_custom_resource_definition(name, doc)
-    deadline = time.monotonic() + timeout
-    pending = set(names)
-    while pending and time.monotonic() < deadline:
-        for name in list(pending):
-            crd = ext.read_custom_resource_definition(name)
-            conds = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conds.get("Established") == "True":
-                pending.discard(name)
-        if pending:
-            time.sleep(0.1)
-    if pending:
-        raise ControlPlaneError(f"CRDs not Established after {timeout}s: {sorted(pending)}")
-    return names
