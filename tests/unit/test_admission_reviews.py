@@ -465,6 +465,48 @@ def test_delegation_needs_a_live_parent_allowing_it(facts: admission.Facts, text
     assert msg.startswith("spec.delegatedFrom:") and text in msg
 
 
+def request_of(task: dict[str, Any]) -> policy.TaskRequest:
+    return policy.task_request(NS, task["metadata"]["name"], task["spec"])
+
+
+@pytest.mark.parametrize(
+    ("chain", "verdict"),
+    [
+        ({"parent": parent_task()}, None),
+        ({"parent": parent_task(delegated_from="root"), "root": parent_task("root")}, None),
+        (
+            {
+                "parent": parent_task(delegated_from="mid"),
+                "mid": parent_task("mid", delegated_from="root"),
+                "root": parent_task("root"),
+            },
+            "delegation depth 3 exceeds delegation.maxDepth 2",
+        ),
+        ({"parent": parent_task(delegated_from="unread")}, "exceeds delegation.maxDepth"),
+        (
+            {
+                "parent": parent_task(delegated_from="a"),
+                "a": parent_task("a", delegated_from="parent"),
+            },
+            "the delegation chain above parent loops",
+        ),
+        ({"parent": parent_task(delegated_from="gone"), "gone": None}, "chain is broken"),
+    ],
+)
+def test_judge_delegation_decides_from_the_gathered_chain(
+    chain: dict[str, Any], verdict: str | None
+) -> None:
+    """The seam a shared delegation module replaces: policy, parent and chain in, verdict out."""
+    from taskwarden.admission import task_review
+
+    child = request_of(stamped_task("child", delegatedFrom="parent"))
+    got = task_review.judge_delegation(child, request_of(chain["parent"]), policy_obj(), chain)
+    if verdict is None:
+        assert got is None
+    else:
+        assert got is not None and got.startswith("spec.delegatedFrom:") and verdict in got
+
+
 def test_parent_without_recorded_decision_uses_the_policy_that_would_decide() -> None:
     p = parent_task()
     del p["status"]["decision"]
@@ -684,6 +726,15 @@ def test_approval_status_explains_invalid_approvals(
 ) -> None:
     st = approvals.status(approval, task, [policy_obj()], 1893456001.0)
     assert st["valid"] is False and st["reason"].startswith(code + ":"), st
+
+
+def test_approval_status_code_comes_from_the_judgement_not_the_words() -> None:
+    """A username that contains another code's keyword cannot change the code."""
+    a = approval_with_meta("2030-01-01T00:00:00Z", username="expired-specHash")
+    st = approvals.status(a, target_task(), [policy_obj()], 1893456001.0)
+    assert st["reason"] == (
+        "NotAnApprover: expired-specHash is not listed in the policy's spec.approvers"
+    )
 
 
 # --------------------------------------------------------------------------- Pods
@@ -1025,3 +1076,33 @@ def test_tls_secret_is_created_once_adopted_and_renewed() -> None:
     assert renewed != old and expiring.writes == 1
     assert pki.tls_problem(renewed, ["127.0.0.1"], later) is None
     assert len(x509.load_pem_x509_certificates(renewed.ca_bundle.encode())) == 2
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def imported_by(module: str) -> set[str]:
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return set(out.stdout.split())
+
+
+def test_reviews_approvals_and_pki_are_pure() -> None:
+    loaded = imported_by("taskwarden.admission, taskwarden.approvals, taskwarden.pki")
+    assert not loaded & {"kubernetes", "kopf", "aiohttp", "taskwarden.kube", "taskwarden.server"}
+
+
+def test_the_server_takes_its_dependencies_instead_of_importing_the_runtime() -> None:
+    loaded = imported_by("taskwarden.server")
+    assert "taskwarden.runtime" not in loaded and "kopf" not in loaded
+
+
+def test_approval_events_without_a_running_server_are_ignored() -> None:
+    import asyncio
+
+    from taskwarden import server
+
+    asyncio.run(server.on_approval_event(None, "ADDED", {"metadata": {"name": "a"}}))
