@@ -17,14 +17,13 @@ from typing import Any, Final
 
 from taskwarden import approvals, names, policy
 from taskwarden.admission import envelope, stamping
-from taskwarden.admission.envelope import as_map, as_str
 
 WHO: Final = "approver"
 
 
 def needs(req: envelope.Request) -> envelope.Needs | None:
     """validate-agentapprovals on CREATE: the namespace's policies and the task named."""
-    task = as_map(req.obj.get("spec")).get("taskName")
+    task = envelope.as_map(req.obj.get("spec")).get("taskName")
     if isinstance(task, str) and task:
         return envelope.Needs(req.namespace, policies=True, tasks=(task,))
     return None
@@ -42,7 +41,7 @@ def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
     envelope.expect_kind(req, "AgentApproval", envelope.VALIDATE_APPROVALS)
     if req.operation == "UPDATE":
         stamping.check_stamped(req, names.APPROVER_ANNOTATION, {}, WHO)
-        old, new = as_map(req.old.get("spec")), as_map(req.obj.get("spec"))
+        old, new = envelope.as_map(req.old.get("spec")), envelope.as_map(req.obj.get("spec"))
         for key in sorted(set(old) | set(new), key=str):
             if old.get(key) != new.get(key):
                 raise envelope.Denied(
@@ -80,7 +79,7 @@ def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
 def _check_task_live(
     req: envelope.Request, spec: Mapping[str, Any], task: Mapping[str, Any], facts: envelope.Facts
 ) -> None:
-    phase = as_map(task.get("status")).get("phase")
+    phase = envelope.as_map(task.get("status")).get("phase")
     if phase in names.TERMINAL:
         raise envelope.Denied(
             f"spec.taskName: task {spec['taskName']} is {phase}; a finished task cannot be "
@@ -99,7 +98,9 @@ def _check_separation(
             f"request.userInfo.username: {req.username} requested task {spec['taskName']} and "
             "cannot approve it (separation of duties)"
         )
-    sa = as_str(as_map(as_map(task.get("spec")).get("agent")).get("serviceAccountName"))
+    sa = envelope.as_str(
+        envelope.as_map(envelope.as_map(task.get("spec")).get("agent")).get("serviceAccountName")
+    )
     if req.username == f"system:serviceaccount:{req.namespace}:{sa}":
         raise envelope.Denied(
             f"request.userInfo.username: {req.username} is the agent of task "
@@ -118,7 +119,7 @@ def _check_approver(
             "there is nothing to approve"
         )
     if not policy.approver_allowed(pol, req.username, req.groups):
-        pol_name = as_map(pol.get("metadata")).get("name")
+        pol_name = envelope.as_map(pol.get("metadata")).get("name")
         raise envelope.Denied(
             f"request.userInfo.username: {req.username} is not listed in spec.approvers of "
             f"policy {pol_name}, which covers task {name}"

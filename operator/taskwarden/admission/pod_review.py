@@ -16,7 +16,6 @@ from typing import Any, Final
 
 from taskwarden import names
 from taskwarden.admission import envelope
-from taskwarden.admission.envelope import as_map, as_str
 
 CREDENTIAL_SUFFIX: Final = "-credential"
 CREDENTIAL_VOLUME: Final = "taskwarden-credential"
@@ -61,7 +60,7 @@ def _pod_patch(spec: Mapping[str, Any], task: str) -> list[dict[str, Any]]:
     volumes = spec.get("volumes")
     if not isinstance(volumes, list):
         ops.append({"op": "add", "path": "/spec/volumes", "value": [volume]})
-    elif not any(as_map(v).get("name") == CREDENTIAL_VOLUME for v in volumes):
+    elif not any(envelope.as_map(v).get("name") == CREDENTIAL_VOLUME for v in volumes):
         ops.append({"op": "add", "path": "/spec/volumes/-", "value": volume})
     mount = {"name": CREDENTIAL_VOLUME, "mountPath": CREDENTIAL_MOUNT_PATH, "readOnly": True}
     env = {"name": TOKEN_FILE_ENV, "value": TOKEN_FILE}
@@ -70,14 +69,14 @@ def _pod_patch(spec: Mapping[str, Any], task: str) -> list[dict[str, Any]]:
         if not isinstance(containers, list):
             continue
         for i, raw in enumerate(containers):
-            container = as_map(raw)
+            container = envelope.as_map(raw)
             base = f"/spec/{kind}/{i}"
             mounts = container.get("volumeMounts")
             if not isinstance(mounts, list):
                 ops.append({"op": "add", "path": f"{base}/volumeMounts", "value": [mount]})
             elif not any(
-                as_map(m).get("name") == CREDENTIAL_VOLUME
-                or as_str(as_map(m).get("mountPath")).rstrip("/")
+                envelope.as_map(m).get("name") == CREDENTIAL_VOLUME
+                or envelope.as_str(envelope.as_map(m).get("mountPath")).rstrip("/")
                 == CREDENTIAL_MOUNT_PATH.rstrip("/")
                 for m in mounts
             ):
@@ -85,7 +84,7 @@ def _pod_patch(spec: Mapping[str, Any], task: str) -> list[dict[str, Any]]:
             envs = container.get("env")
             if not isinstance(envs, list):
                 ops.append({"op": "add", "path": f"{base}/env", "value": [env]})
-            elif not any(as_map(e).get("name") == TOKEN_FILE_ENV for e in envs):
+            elif not any(envelope.as_map(e).get("name") == TOKEN_FILE_ENV for e in envs):
                 ops.append({"op": "add", "path": f"{base}/env/-", "value": env})
     return ops
 
@@ -93,39 +92,44 @@ def _pod_patch(spec: Mapping[str, Any], task: str) -> list[dict[str, Any]]:
 def credential_refs(pod: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(field path, Secret name, task name) for every reference to a `<task>-credential` Secret:
     secret and projected volumes, env valueFrom.secretKeyRef and envFrom.secretRef."""
-    spec = as_map(pod.get("spec"))
+    spec = envelope.as_map(pod.get("spec"))
     refs: list[tuple[str, str]] = []
     volumes = spec.get("volumes")
     for i, raw in enumerate(volumes if isinstance(volumes, list) else []):
-        vol = as_map(raw)
+        vol = envelope.as_map(raw)
         refs.append(
             (
                 f"spec.volumes[{i}].secret.secretName",
-                as_str(as_map(vol.get("secret")).get("secretName")),
+                envelope.as_str(envelope.as_map(vol.get("secret")).get("secretName")),
             )
         )
-        sources = as_map(vol.get("projected")).get("sources")
+        sources = envelope.as_map(vol.get("projected")).get("sources")
         for j, src in enumerate(sources if isinstance(sources, list) else []):
-            name = as_str(as_map(as_map(src).get("secret")).get("name"))
+            name = envelope.as_str(envelope.as_map(envelope.as_map(src).get("secret")).get("name"))
             refs.append((f"spec.volumes[{i}].projected.sources[{j}].secret.name", name))
     for kind in ("initContainers", "containers", "ephemeralContainers"):
         containers = spec.get(kind)
         for i, raw in enumerate(containers if isinstance(containers, list) else []):
-            container = as_map(raw)
+            container = envelope.as_map(raw)
             envs = container.get("env")
             for j, env in enumerate(envs if isinstance(envs, list) else []):
-                ref = as_map(as_map(as_map(env).get("valueFrom")).get("secretKeyRef"))
+                ref = envelope.as_map(
+                    envelope.as_map(envelope.as_map(env).get("valueFrom")).get("secretKeyRef")
+                )
                 refs.append(
                     (
                         f"spec.{kind}[{i}].env[{j}].valueFrom.secretKeyRef.name",
-                        as_str(ref.get("name")),
+                        envelope.as_str(ref.get("name")),
                     )
                 )
             env_from = container.get("envFrom")
             for j, src in enumerate(env_from if isinstance(env_from, list) else []):
-                ref = as_map(as_map(src).get("secretRef"))
+                ref = envelope.as_map(envelope.as_map(src).get("secretRef"))
                 refs.append(
-                    (f"spec.{kind}[{i}].envFrom[{j}].secretRef.name", as_str(ref.get("name")))
+                    (
+                        f"spec.{kind}[{i}].envFrom[{j}].secretRef.name",
+                        envelope.as_str(ref.get("name")),
+                    )
                 )
     return [
         (path, name, name[: -len(CREDENTIAL_SUFFIX)])
@@ -141,15 +145,21 @@ def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
     refs = credential_refs(req.obj)
     if refs and facts.error:
         raise envelope.Denied(f"request.namespace: {facts.error}")
-    spec = as_map(req.obj.get("spec"))
+    spec = envelope.as_map(req.obj.get("spec"))
     runs_as = (
-        as_str(spec.get("serviceAccountName")) or as_str(spec.get("serviceAccount")) or "default"
+        envelope.as_str(spec.get("serviceAccountName"))
+        or envelope.as_str(spec.get("serviceAccount"))
+        or "default"
     )
     for path, secret, task_name in refs:
         task = facts.tasks.get(task_name)
         if task is None:
             continue  # not a task's credential (no such AgentTask in this namespace)
-        sa = as_str(as_map(as_map(task.get("spec")).get("agent")).get("serviceAccountName"))
+        sa = envelope.as_str(
+            envelope.as_map(envelope.as_map(task.get("spec")).get("agent")).get(
+                "serviceAccountName"
+            )
+        )
         if sa != runs_as:
             raise envelope.Denied(
                 f"{path}: Secret {secret} holds the credential of AgentTask {task_name}, which "

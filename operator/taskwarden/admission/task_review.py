@@ -15,7 +15,6 @@ from typing import Any, Final
 
 from taskwarden import names, policy
 from taskwarden.admission import envelope, stamping
-from taskwarden.admission.envelope import as_map, as_str
 
 MAX_CHAIN: Final = 17
 """Tasks read when walking a delegation chain: one more than the CRD's largest maxDepth (16)."""
@@ -24,7 +23,7 @@ WHO: Final = "user who created the task"
 
 def needs(req: envelope.Request) -> envelope.Needs:
     """validate-agenttasks on CREATE: the namespace's policies, and the parent chain if any."""
-    parent = as_map(req.obj.get("spec")).get("delegatedFrom")
+    parent = envelope.as_map(req.obj.get("spec")).get("delegatedFrom")
     if isinstance(parent, str) and parent:
         return envelope.Needs(req.namespace, policies=True, tasks=(parent,), follow_delegation=True)
     return envelope.Needs(req.namespace, policies=True)
@@ -32,7 +31,7 @@ def needs(req: envelope.Request) -> envelope.Needs:
 
 def delegated_from(task: Mapping[str, Any] | None) -> str | None:
     """The parent named by an AgentTask's spec.delegatedFrom, if any (for the chain walk)."""
-    parent = as_map(as_map(task).get("spec")).get("delegatedFrom")
+    parent = envelope.as_map(envelope.as_map(task).get("spec")).get("delegatedFrom")
     return parent if isinstance(parent, str) and parent else None
 
 
@@ -48,7 +47,7 @@ def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
     envelope.expect_kind(req, "AgentTask", envelope.VALIDATE_TASKS)
     if req.operation == "UPDATE":
         stamping.check_stamped(req, names.REQUESTER_ANNOTATION, {}, WHO)
-        _check_immutable(as_map(req.old.get("spec")), req.obj.get("spec"))
+        _check_immutable(envelope.as_map(req.old.get("spec")), req.obj.get("spec"))
         return envelope.ALLOW
     if req.operation != "CREATE":
         return envelope.ALLOW
@@ -80,7 +79,7 @@ def _task_request(namespace: str, name: str, spec: Any) -> policy.TaskRequest:
 
 
 def _check_immutable(old: Mapping[str, Any], new_spec: Any) -> None:
-    new = as_map(new_spec)
+    new = envelope.as_map(new_spec)
     for key in sorted(set(old) | set(new)):
         if key == "completed":
             continue
@@ -111,15 +110,15 @@ def _check_delegation(
             f"spec.delegatedFrom: parent task {parent_name} does not exist in namespace "
             f"{req.namespace}; a task can only be delegated from an existing task"
         )
-    phase = as_map(parent.get("status")).get("phase")
-    pspec = as_map(parent.get("spec"))
+    phase = envelope.as_map(parent.get("status")).get("phase")
+    pspec = envelope.as_map(parent.get("spec"))
     if phase in names.TERMINAL or pspec.get("completed") is True:
         state = phase if phase in names.TERMINAL else "completed"
         raise envelope.Denied(
             f"spec.delegatedFrom: parent task {parent_name} is {state}; "
             "a task can only be delegated from a live task"
         )
-    parent_sa = as_str(as_map(pspec.get("agent")).get("serviceAccountName"))
+    parent_sa = envelope.as_str(envelope.as_map(pspec.get("agent")).get("serviceAccountName"))
     owner = f"system:serviceaccount:{req.namespace}:{parent_sa}"
     if req.username != owner:
         raise envelope.Denied(
@@ -156,7 +155,7 @@ def judge_delegation(
     The one seam for the shared pure delegation module: whether delegation is allowed, the
     depth of the chain (loops, broken links, chains longer than read) and the narrowing rules."""
     allowed, max_depth = policy.delegation_limits(pol)
-    pol_name = as_str(as_map(pol.get("metadata")).get("name"))
+    pol_name = envelope.as_str(envelope.as_map(pol.get("metadata")).get("name"))
     if not allowed:
         return (
             f"spec.delegatedFrom: policy {pol_name} of parent task {parent.name} does not allow "
@@ -180,11 +179,11 @@ def _parent_policy(
     parent: Mapping[str, Any], parent_req: policy.TaskRequest, policies: Sequence[Mapping[str, Any]]
 ) -> Mapping[str, Any] | None:
     """The policy that decided the parent (status.decision.policy), else the one that would."""
-    name = as_map(as_map(parent.get("status")).get("decision")).get("policy")
+    name = envelope.as_map(envelope.as_map(parent.get("status")).get("decision")).get("policy")
     if not name:
         name = policy.evaluate(parent_req, policies).policy
     for pol in policies:
-        if as_map(pol.get("metadata")).get("name") == name and name:
+        if envelope.as_map(pol.get("metadata")).get("name") == name and name:
             return pol
     return None
 
