@@ -23,7 +23,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from common import environment, h, machine, median, pct
-from taskwarden import admission, policy
+from taskwarden import admission, names, policy
 
 NS = "bench-admission"
 AGENT = f"system:serviceaccount:{NS}:agent"
@@ -67,7 +67,7 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
         }
     )
     stamped = json.loads(json.dumps(task))
-    stamped["metadata"]["annotations"] = {admission.REQUESTER_ANNOTATION: stamp}
+    stamped["metadata"]["annotations"] = {names.REQUESTER_ANNOTATION: stamp}
     policies = [h.policy_body(f"p{i}", accounts=(f"sa{i}",)) for i in range(20)]
     policies.append(h.policy_body("agents", approval="required"))
     for p in policies:
@@ -89,7 +89,7 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
         "metadata": {
             "name": "a",
             "namespace": NS,
-            "annotations": {admission.APPROVER_ANNOTATION: admission.stamp_text(alice)},
+            "annotations": {names.APPROVER_ANNOTATION: admission.stamp_text(alice)},
         },
         "spec": {
             "taskName": "t",
@@ -98,7 +98,7 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
         },
     }
     pod = {
-        "metadata": {"name": "agent-0", "annotations": {admission.TASK_ANNOTATION: "t"}},
+        "metadata": {"name": "agent-0", "annotations": {names.TASK_ANNOTATION: "t"}},
         "spec": {
             "serviceAccountName": "agent",
             "containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}],

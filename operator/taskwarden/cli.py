@@ -40,7 +40,7 @@ def _setup_logging(verbose: bool) -> None:
 def _ensure_peering(settings: config.Settings) -> None:
     """kopf does not create its peering object; without it, it would silently run standalone."""
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     from taskwarden import kube
 
@@ -162,11 +162,11 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
         print("stopped" if stopped else "not running", file=sys.stderr)
         return 0
     if args.action == "env":
-        cp = controlplane.ControlPlane.load(workdir)
-        if cp is None:
+        running = controlplane.ControlPlane.load(workdir)
+        if running is None:
             print("no control plane running; run `taskwarden controlplane up`", file=sys.stderr)
             return 1
-        for k, v in cp.env().items():
+        for k, v in running.env().items():
             print(f"export {k}={v}")
         return 0
     return 2

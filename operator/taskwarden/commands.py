@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taskwarden import GROUP, VERSION, timeutil
-
-REVOKE_ANNOTATION = "taskwarden.dev/revoke"
+from taskwarden import names, timeutil
 
 
 def _api() -> Any:
@@ -51,10 +49,14 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _get_task(ns: str, name: str) -> dict[str, Any] | None:
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     try:
-        return dict(_custom().get_namespaced_custom_object(GROUP, VERSION, ns, "agenttasks", name))
+        return dict(
+            _custom().get_namespaced_custom_object(
+                names.GROUP, names.VERSION, ns, "agenttasks", name
+            )
+        )
     except ApiException as e:
         if e.status == 404:
             print(f"error: agenttask {ns}/{name} not found", file=sys.stderr)
@@ -65,11 +67,11 @@ def _get_task(ns: str, name: str) -> dict[str, Any] | None:
 def cmd_get(args: argparse.Namespace) -> int:
     custom = _custom()
     if args.all_namespaces:
-        items = custom.list_cluster_custom_object(GROUP, VERSION, "agenttasks")["items"]
+        items = custom.list_cluster_custom_object(names.GROUP, names.VERSION, "agenttasks")["items"]
     else:
-        items = custom.list_namespaced_custom_object(GROUP, VERSION, args.namespace, "agenttasks")[
-            "items"
-        ]
+        items = custom.list_namespaced_custom_object(
+            names.GROUP, names.VERSION, args.namespace, "agenttasks"
+        )["items"]
     if args.output == "json":
         print(json.dumps(items, indent=2))
         return 0
@@ -117,7 +119,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         f"Namespace:    {md['namespace']}",
         f"Agent:        {spec['agent']['serviceAccountName']}"
         + (f" (pod {spec['agent']['podName']})" if spec["agent"].get("podName") else ""),
-        f"Requester:    {md.get('annotations', {}).get('taskwarden.dev/requester', '-')}",
+        f"Requester:    {md.get('annotations', {}).get(names.REQUESTER_ANNOTATION, '-')}",
         f"Intent:       {spec.get('intent')}",
         "Scopes:",
         *[
@@ -180,7 +182,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _approval(args: argparse.Namespace, decision: str) -> int:
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     t = _get_task(args.namespace, args.task)
     if t is None:
@@ -190,7 +192,7 @@ def _approval(args: argparse.Namespace, decision: str) -> int:
         print(f"error: task {args.task} has no status.specHash yet; try again", file=sys.stderr)
         return 1
     body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": names.API_VERSION,
         "kind": "AgentApproval",
         "metadata": {"generateName": f"{args.task}-{decision}-"},
         "spec": {
@@ -202,7 +204,7 @@ def _approval(args: argparse.Namespace, decision: str) -> int:
     }
     try:
         created = _custom().create_namespaced_custom_object(
-            GROUP, VERSION, args.namespace, "agentapprovals", body
+            names.GROUP, names.VERSION, args.namespace, "agentapprovals", body
         )
     except ApiException as e:
         msg = json.loads(e.body).get("message", e.reason) if e.body else e.reason
@@ -224,16 +226,20 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     try:
         _custom().patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
+            names.GROUP,
+            names.VERSION,
             args.namespace,
             "agenttasks",
             args.task,
-            {"metadata": {"annotations": {REVOKE_ANNOTATION: args.reason or "revoked by admin"}}},
+            {
+                "metadata": {
+                    "annotations": {names.REVOKE_ANNOTATION: args.reason or "revoked by admin"}
+                }
+            },
         )
     except ApiException as e:
         if e.status == 404:
@@ -250,7 +256,7 @@ def _cluster_doc(ns: str, name: str, key: str) -> str:
     from kubernetes import client
 
     cm = client.CoreV1Api(_api()).read_namespaced_config_map(name, ns)
-    return str(cm.data[key])
+    return str((cm.data or {})[key])
 
 
 def _is_file(raw: str) -> bool:

@@ -6,7 +6,7 @@ Called by cli.py (`taskwarden run`), which passes the result to every service. S
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -28,6 +28,20 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError as e:
         raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from e
+
+
+def _as_int(value: object) -> int:
+    """An override from a flag (int or text) as an int."""
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return int(value)
+    raise TypeError(f"expected an integer, got {value!r}")
+
+
+def _as_strings(value: object) -> tuple[str, ...]:
+    """An override from a repeated flag (a sequence of names) as a tuple of str."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(f"expected a sequence of names, got {value!r}")
+    return tuple(str(v) for v in value)
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
     namespaces = tuple(n for n in env.get("TASKWARDEN_NAMESPACES", "").split(",") if n.strip())
     ov = dict(overrides)
     watch = WatchSettings(
-        namespaces=tuple(ov.pop("namespaces", None) or namespaces),  # type: ignore[call-overload]
+        namespaces=_as_strings(ov.pop("namespaces", None) or namespaces),
         operator_namespace=str(ov.pop("operator_namespace", None) or op_ns),
         peering=str(ov.pop("peering", env.get("TASKWARDEN_PEERING", "taskwarden"))),
     )
@@ -126,15 +140,15 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         revocation_max_entries=_env_int(env, "TASKWARDEN_REVOCATION_MAX_ENTRIES", 20000),
     )
     server = ServerSettings(
-        metrics_port=int(
+        metrics_port=_as_int(
             ov.pop("metrics_port", None) or _env_int(env, "TASKWARDEN_METRICS_PORT", 9090)
-        ),  # type: ignore[call-overload]
-        health_port=int(
+        ),
+        health_port=_as_int(
             ov.pop("health_port", None) or _env_int(env, "TASKWARDEN_HEALTH_PORT", 8080)
-        ),  # type: ignore[call-overload]
-        webhook_port=int(
+        ),
+        webhook_port=_as_int(
             ov.pop("webhook_port", None) or _env_int(env, "TASKWARDEN_WEBHOOK_PORT", 9443)
-        ),  # type: ignore[call-overload]
+        ),
         webhook_url=env.get("TASKWARDEN_WEBHOOK_URL", ""),
         webhook_service=env.get("TASKWARDEN_WEBHOOK_SERVICE", ""),
         manage_webhooks=env.get("TASKWARDEN_MANAGE_WEBHOOKS", "true").lower() != "false",

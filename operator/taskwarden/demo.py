@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from taskwarden import GROUP, VERSION, controlplane
+from taskwarden import controlplane, names
 
 T = TypeVar("T")
 NS = "agents"
@@ -50,6 +50,12 @@ def wait(fn: Callable[[], T | None], timeout: float = 30, what: str = "") -> T:
     raise SystemExit(f"demo: timed out waiting for {what}")
 
 
+def published(core: Any, configmap: str, key: str) -> str:
+    """A document the operator publishes in a ConfigMap of its namespace."""
+    data = core.read_namespaced_config_map(configmap, "taskwarden-system").data or {}
+    return str(data[key])
+
+
 def run(keep: bool = False) -> int:
     import yaml
     from kubernetes import client
@@ -70,7 +76,9 @@ def run(keep: bool = False) -> int:
         step("Installing the CRDs")
         for name in controlplane.install_crds(api, root / "crds"):
             say(f"  {name}")
-        core.create_namespace({"metadata": {"name": "taskwarden-system"}})
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name="taskwarden-system"))
+        )
 
         step("Starting the operator (taskwarden run)")
         ports = {k: controlplane.free_port() for k in ("metrics", "health", "webhook")}
@@ -96,7 +104,7 @@ def run(keep: bool = False) -> int:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{ports['health']}/healthz", timeout=1
             ) as r:
-                return r.status == 200
+                return bool(r.status == 200)
 
         wait(healthy, 60, "operator health")
         say(f"operator healthy; audit log and operator log in {workdir / 'operator.log'}")
@@ -112,39 +120,39 @@ def run(keep: bool = False) -> int:
                 elif kind == "ServiceAccount":
                     core.create_namespaced_service_account(NS, doc)
                 elif kind == "AgentPolicy":
-                    custom.create_namespaced_custom_object(GROUP, VERSION, NS, "agentpolicies", doc)
+                    custom.create_namespaced_custom_object(
+                        names.GROUP, names.VERSION, NS, "agentpolicies", doc
+                    )
                 say(f"  {kind}/{doc['metadata']['name']}")
         rbac = client.RbacAuthorizationV1Api(api)
         rbac.create_namespaced_role(
             NS,
-            {
-                "metadata": {"name": "agent-tasks"},
-                "rules": [
-                    {
-                        "apiGroups": [GROUP],
-                        "resources": ["agenttasks"],
-                        "verbs": ["create", "get", "list", "watch", "patch"],
-                    }
+            client.V1Role(
+                metadata=client.V1ObjectMeta(name="agent-tasks"),
+                rules=[
+                    client.V1PolicyRule(
+                        api_groups=[names.GROUP],
+                        resources=["agenttasks"],
+                        verbs=["create", "get", "list", "watch", "patch"],
+                    )
                 ],
-            },
+            ),
         )
         rbac.create_namespaced_role_binding(
             NS,
-            {
-                "metadata": {"name": "agent-tasks"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": "agent-tasks",
-                },
-                "subjects": [
-                    {
-                        "kind": "Group",
-                        "name": f"system:serviceaccounts:{NS}",
-                        "apiGroup": "rbac.authorization.k8s.io",
-                    }
+            client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name="agent-tasks"),
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name="agent-tasks"
+                ),
+                subjects=[
+                    client.RbacV1Subject(
+                        kind="Group",
+                        name=f"system:serviceaccounts:{NS}",
+                        api_group="rbac.authorization.k8s.io",
+                    )
                 ],
-            },
+            ),
         )
 
         step("An agent pod starts (we play the kubelet and mark it Running)")
@@ -153,8 +161,9 @@ def run(keep: bool = False) -> int:
         core.patch_namespaced_pod_status(
             pod["metadata"]["name"], NS, {"status": {"phase": "Running"}}
         )
-        say(f"  pod/{created.metadata.name} uid={created.metadata.uid} Running")
-        say(f"  mounted volumes: {[v.name for v in created.spec.volumes or []]}")
+        meta, pod_spec = created.metadata or client.V1ObjectMeta(), created.spec
+        say(f"  pod/{meta.name} uid={meta.uid} Running")
+        say(f"  mounted volumes: {[v.name for v in (pod_spec and pod_spec.volumes) or []]}")
 
         step("The agent asks for access: AgentTask triage-4711 (as its own ServiceAccount)")
         task = yaml.safe_load((root / "manifests/examples/task.yaml").read_text())
@@ -162,11 +171,14 @@ def run(keep: bool = False) -> int:
         agent.default_headers["Impersonate-User"] = f"system:serviceaccount:{NS}:research-agent"
         t0 = time.monotonic()
         client.CustomObjectsApi(agent).create_namespaced_custom_object(
-            GROUP, VERSION, NS, "agenttasks", task
+            names.GROUP, names.VERSION, NS, "agenttasks", task
         )
 
         def phase(name: str, want: str) -> dict[str, Any] | None:
-            obj = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "agenttasks", name)
+            raw = custom.get_namespaced_custom_object(
+                names.GROUP, names.VERSION, NS, "agenttasks", name
+            )
+            obj = raw if isinstance(raw, dict) else {}
             return obj if (obj.get("status") or {}).get("phase") == want else None
 
         obj = wait(lambda: phase("triage-4711", "Active"), 30, "triage-4711 Active")
@@ -174,18 +186,15 @@ def run(keep: bool = False) -> int:
         say(f"  Active after {time.monotonic() - t0:.2f}s: {st['message']}")
         say(f"  identity: {st['identity']['spiffeID']} pod {st['identity']['podName']}")
         say(f"  decision: policy {st['decision']['policy']} rule {st['decision']['rule']}")
-        requester = obj["metadata"].get("annotations", {}).get("taskwarden.dev/requester")
+        requester = obj["metadata"].get("annotations", {}).get(names.REQUESTER_ANNOTATION)
         if requester:
             say(f"  requester (stamped by admission): {requester}")
 
         step("The credential Secret, verified against the published JWKS (claims only)")
         secret = core.read_namespaced_secret("triage-4711-credential", NS)
-        token = base64.b64decode(secret.data["token"]).decode()
-        jwks = json.loads(
-            core.read_namespaced_config_map("taskwarden-jwks", "taskwarden-system").data[
-                "jwks.json"
-            ]
-        )
+        secret_data = secret.data or {}
+        token = base64.b64decode(secret_data["token"]).decode()
+        jwks = json.loads(published(core, "taskwarden-jwks", "jwks.json"))
         claims = tokens.verify(
             token,
             jwks,
@@ -194,7 +203,8 @@ def run(keep: bool = False) -> int:
             issuer=env["TASKWARDEN_ISSUER"],
         )
         del token
-        say(f"  Secret {secret.metadata.name} type={secret.type} keys={sorted(secret.data)}")
+        secret_name = (secret.metadata or client.V1ObjectMeta()).name
+        say(f"  Secret {secret_name} type={secret.type} keys={sorted(secret_data)}")
         say("  " + json.dumps(claims, indent=2, sort_keys=True).replace("\n", "\n  "))
 
         step("A task asking for more than the policy allows is denied")
@@ -202,7 +212,7 @@ def run(keep: bool = False) -> int:
         bad["metadata"]["name"] = "push-4711"
         bad["spec"]["scopes"][0]["actions"] = ["read", "push"]
         client.CustomObjectsApi(agent).create_namespaced_custom_object(
-            GROUP, VERSION, NS, "agenttasks", bad
+            names.GROUP, names.VERSION, NS, "agenttasks", bad
         )
         obj = wait(lambda: phase("push-4711", "Denied"), 30, "push-4711 Denied")
         say(f"  Denied: {obj['status']['reason']}: {obj['status']['message']}")
@@ -210,7 +220,12 @@ def run(keep: bool = False) -> int:
         step("The agent finishes: spec.completed=true revokes at once")
         t0 = time.monotonic()
         client.CustomObjectsApi(agent).patch_namespaced_custom_object(
-            GROUP, VERSION, NS, "agenttasks", "triage-4711", {"spec": {"completed": True}}
+            names.GROUP,
+            names.VERSION,
+            NS,
+            "agenttasks",
+            "triage-4711",
+            {"spec": {"completed": True}},
         )
         obj = wait(lambda: phase("triage-4711", "Completed"), 30, "triage-4711 Completed")
 
@@ -219,14 +234,10 @@ def run(keep: bool = False) -> int:
                 core.read_namespaced_secret("triage-4711-credential", NS)
                 return False
             except client.ApiException as e:
-                return e.status == 404
+                return bool(e.status == 404)
 
         wait(secret_gone, 10, "Secret deleted")
-        revoked = json.loads(
-            core.read_namespaced_config_map("taskwarden-revocations", "taskwarden-system").data[
-                "revocations.json"
-            ]
-        )
+        revoked = json.loads(published(core, "taskwarden-revocations", "revocations.json"))
         listed = claims["jti"] in {e["jti"] for e in revoked["revoked"]}
         say(f"  Completed in {time.monotonic() - t0:.2f}s; Secret deleted; jti listed: {listed}")
         say(

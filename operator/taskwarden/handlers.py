@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from taskwarden import config, names, peering_signal, runtime, webhooks
+from taskwarden import config, names, peering_signal, runtime, server
 
 log = logging.getLogger(__name__)
 SETTINGS = "settings"
@@ -94,4 +94,4 @@ async def approval_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     affected = rt.index.on_approval(event.get("type"), body)
     if affected:
         rt.reconciler.refresh_soon(affected)
-    await webhooks.on_approval_event(rt, event.get("type"), body)
+    await server.on_approval_event(rt.extras.get("webhooks"), event.get("type"), body)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskwarden import config, names, webhooks
+from taskwarden import config, names, server
 from taskwarden import index as index_mod
 from taskwarden import kube as kube_mod
 from taskwarden.index import Index
@@ -167,7 +167,12 @@ async def build(settings: config.Settings) -> Runtime:
     rt = Runtime(settings, kube, index, keys, revocations, reconciler)
     rt.start_background()  # the revocation flusher must run before the orphan sweep waits on it
     await rt.warm()
-    rt.extras["webhooks"] = await webhooks.start(rt)
+    rt.extras["webhooks"] = await server.start(
+        settings,
+        kube,
+        jwks=keys.jwks,
+        revocations=lambda now: revocations.list.to_configmap_data(now),
+    )
     if not settings.watch.peering:
         await rt.resync_tasks()
         rt.reconciler.active.set()  # standalone: always active

@@ -15,16 +15,15 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from taskwarden import config, controlplane, handlers
-from taskwarden import webhooks as service
+from taskwarden import controlplane, handlers, pki
 from taskwarden.kube import APPROVALS, Kube
+from taskwarden.server import approval_status
 from tests.integration import helpers as h
 
 GH = "https://api.github.com"
@@ -354,7 +353,7 @@ APPROVAL_STATUS_WIRED = "on_approval_event" in inspect.getsource(handlers)
 
 @pytest.mark.skipif(
     not APPROVAL_STATUS_WIRED,
-    reason="handlers.approval_event does not call webhooks.on_approval_event yet",
+    reason="handlers.approval_event does not call server.on_approval_event yet",
 )
 def test_approval_status_records_approver_and_expiry(
     cluster: controlplane.ControlPlane,
@@ -386,7 +385,7 @@ def test_approval_status_writer_records_validity_and_expiry(
     operator: h.OperatorProcess,
     webhooks: None,
 ) -> None:
-    """WebhookService.approval_event, driven in-process against the real API."""
+    """ApprovalStatusController.on_event, driven in-process against the real API."""
     spec_hash = awaiting_task(cluster, api, namespace, "inproc", ttl="3s")
     create_as(
         h.as_user(api, "alice"),
@@ -403,13 +402,11 @@ def test_approval_status_writer_records_validity_and_expiry(
 
     async def drive() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         kube = Kube(api.configuration, workers=2)
-        rt = SimpleNamespace(settings=config.Settings(), kube=kube, extras={})
-        svc = service.WebhookService(rt)  # type: ignore[arg-type]
-        rt.extras["webhooks"] = svc
+        svc = approval_status.ApprovalStatusController(kube)
         try:
             for name in ("inproc", "by-group"):
                 body = await kube.get(APPROVALS, namespace, name)
-                await service.on_approval_event(rt, "ADDED", body)  # type: ignore[arg-type]
+                await svc.on_event("ADDED", body)
             first = (await kube.get(APPROVALS, namespace, "inproc"))["status"]
             await asyncio.sleep(4.5)  # the writer re-checks at expiresAt by itself
             second = (await kube.get(APPROVALS, namespace, "inproc"))["status"]
@@ -680,7 +677,7 @@ def test_an_expiring_certificate_is_renewed_on_start(
     """A Secret whose certificate has < 30 days left is regenerated; the old CA stays trusted."""
     core = client.CoreV1Api(api)
     now = time.time()
-    old = service.generate_tls(["127.0.0.1"], now - service.CERT_VALIDITY + 10 * 86400)
+    old = pki.generate_tls(["127.0.0.1"], now - pki.CERT_VALIDITY + 10 * 86400)
     secret = core.read_namespaced_secret("taskwarden-webhook-tls", operator_namespace)
     secret.data = {
         k: base64.b64encode(v.encode()).decode()
@@ -695,8 +692,8 @@ def test_an_expiring_certificate_is_renewed_on_start(
         what="renewed certificate",
     )
     assert (
-        service.tls_problem(
-            service.TLSMaterial(tls["ca.crt"], tls["tls.crt"], tls["tls.key"]), ["127.0.0.1"], now
+        pki.tls_problem(
+            pki.TLSMaterial(tls["ca.crt"], tls["tls.crt"], tls["tls.key"]), ["127.0.0.1"], now
         )
         is None
     )

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskwarden import admission, policy
+from taskwarden import admission, approvals, policy
 
 NS = "agents"
 FIELD_PREFIXES = ("spec.", "metadata.", "request.")
@@ -390,7 +390,7 @@ def test_approval_status_never_raises(approval: Any, task: Any, policies: list[A
     if not isinstance(approval, dict) or (task is not None and not isinstance(task, dict)):
         return  # the watch only delivers objects
     policies = [p for p in policies if isinstance(p, dict)]
-    st_ = admission.approval_status(approval, task, policies, 1893456000.0)
+    st_ = approvals.status(approval, task, policies, 1893456000.0)
     assert isinstance(st_["valid"], bool) and isinstance(st_["reason"], str)
     assert st_["reason"].split(":")[0] in (
         "Valid",

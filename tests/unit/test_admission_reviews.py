@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from taskwarden import admission, config, policy, webhooks
+from taskwarden import admission, approvals, config, pki, policy
+from taskwarden.kube import ApiError
+from taskwarden.server import tls, webhook_config
 
 NS = "agents"
 AGENT = f"system:serviceaccount:{NS}:agent"
@@ -463,6 +465,47 @@ def test_delegation_needs_a_live_parent_allowing_it(facts: admission.Facts, text
     assert msg.startswith("spec.delegatedFrom:") and text in msg
 
 
+def request_of(task: dict[str, Any]) -> policy.TaskRequest:
+    return policy.task_request(NS, task["metadata"]["name"], task["spec"])
+
+
+@pytest.mark.parametrize(
+    ("chain", "verdict"),
+    [
+        ({"parent": parent_task()}, None),
+        ({"parent": parent_task(delegated_from="root"), "root": parent_task("root")}, None),
+        (
+            {
+                "parent": parent_task(delegated_from="mid"),
+                "mid": parent_task("mid", delegated_from="root"),
+                "root": parent_task("root"),
+            },
+            "delegation depth 3 exceeds delegation.maxDepth 2",
+        ),
+        ({"parent": parent_task(delegated_from="unread")}, "exceeds delegation.maxDepth"),
+        (
+            {
+                "parent": parent_task(delegated_from="a"),
+                "a": parent_task("a", delegated_from="parent"),
+            },
+            "the delegation chain above parent loops",
+        ),
+        ({"parent": parent_task(delegated_from="gone"), "gone": None}, "chain is broken"),
+    ],
+)
+def test_the_task_review_decides_delegation_from_the_gathered_chain(
+    chain: dict[str, Any], verdict: str | None
+) -> None:
+    """Policy, parent and chain in (as the server gathered them), verdict out: the review makes
+    the one delegation decision, policy.delegation.decide, that the task controller makes too."""
+    facts = admission.Facts(policies=(policy_obj(),), tasks=chain)
+    if verdict is None:
+        allowed(admission.VALIDATE_TASKS, child_body(), facts)
+    else:
+        got = denied(admission.VALIDATE_TASKS, child_body(), facts)
+        assert got.startswith("spec.delegatedFrom:") and verdict in got
+
+
 def test_parent_without_recorded_decision_uses_the_policy_that_would_decide() -> None:
     p = parent_task()
     del p["status"]["decision"]
@@ -644,7 +687,7 @@ def approval_with_meta(created: str, username: str = "alice", **kw: Any) -> dict
 def test_approval_status_is_valid_until_the_policy_approval_ttl() -> None:
     a = approval_with_meta("2030-01-01T00:00:00Z")
     t0 = 1893456000.0  # 2030-01-01T00:00:00Z
-    st = admission.approval_status(a, target_task(), [policy_obj(approvalTTL="10s")], t0 + 5)
+    st = approvals.status(a, target_task(), [policy_obj(approvalTTL="10s")], t0 + 5)
     assert st == {
         "approver": "user:alice",
         "approvedAt": "2030-01-01T00:00:00Z",
@@ -652,7 +695,7 @@ def test_approval_status_is_valid_until_the_policy_approval_ttl() -> None:
         "valid": True,
         "reason": "Valid: approved by alice",
     }
-    st = admission.approval_status(a, target_task(), [policy_obj(approvalTTL="10s")], t0 + 11)
+    st = approvals.status(a, target_task(), [policy_obj(approvalTTL="10s")], t0 + 11)
     assert st["valid"] is False and st["reason"].startswith("Expired:")
 
 
@@ -680,8 +723,17 @@ def test_approval_status_is_valid_until_the_policy_approval_ttl() -> None:
 def test_approval_status_explains_invalid_approvals(
     approval: dict[str, Any], task: dict[str, Any] | None, code: str
 ) -> None:
-    st = admission.approval_status(approval, task, [policy_obj()], 1893456001.0)
+    st = approvals.status(approval, task, [policy_obj()], 1893456001.0)
     assert st["valid"] is False and st["reason"].startswith(code + ":"), st
+
+
+def test_approval_status_code_comes_from_the_judgement_not_the_words() -> None:
+    """A username that contains another code's keyword cannot change the code."""
+    a = approval_with_meta("2030-01-01T00:00:00Z", username="expired-specHash")
+    st = approvals.status(a, target_task(), [policy_obj()], 1893456001.0)
+    assert st["reason"] == (
+        "NotAnApprover: expired-specHash is not listed in the policy's spec.approvers"
+    )
 
 
 # --------------------------------------------------------------------------- Pods
@@ -899,7 +951,7 @@ def settings(**server: Any) -> config.Settings:
 
 
 def test_local_webhooks_call_the_url_with_fail_and_ignore_policies() -> None:
-    mutating, validating = webhooks.webhook_configurations(
+    mutating, validating = webhook_config.webhook_configurations(
         settings(webhook_url="https://127.0.0.1:9443"), "PEM"
     )
     assert mutating["metadata"]["name"] == validating["metadata"]["name"] == "taskwarden"
@@ -935,7 +987,9 @@ def test_local_webhooks_call_the_url_with_fail_and_ignore_policies() -> None:
 
 
 def test_in_cluster_webhooks_call_the_service() -> None:
-    mutating, _ = webhooks.webhook_configurations(settings(webhook_service="taskwarden"), "PEM")
+    mutating, _ = webhook_config.webhook_configurations(
+        settings(webhook_service="taskwarden"), "PEM"
+    )
     assert mutating["webhooks"][2]["clientConfig"]["service"] == {
         "name": "taskwarden",
         "namespace": "tw-system",
@@ -945,28 +999,28 @@ def test_in_cluster_webhooks_call_the_service() -> None:
 
 
 def test_tls_material_names_every_host_and_chains_to_the_ca() -> None:
-    hosts = webhooks.tls_hosts(settings(webhook_service="taskwarden"))
+    hosts = tls.tls_hosts(settings(webhook_service="taskwarden"))
     assert hosts == ["127.0.0.1", "taskwarden", "taskwarden.tw-system", "taskwarden.tw-system.svc"]
-    m = webhooks.generate_tls(hosts, 1_000_000.0)
-    assert webhooks.tls_problem(m, hosts, 1_000_000.0) is None
+    m = pki.generate_tls(hosts, 1_000_000.0)
+    assert pki.tls_problem(m, hosts, 1_000_000.0) is None
     cert = x509.load_pem_x509_certificate(m.cert.encode())
     ca = x509.load_pem_x509_certificates(m.ca_bundle.encode())[0]
     cert.verify_directly_issued_by(ca)
     assert cert.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
-    assert webhooks.tls_problem(m, [*hosts, "new.example"], 1_000_000.0) == (
+    assert pki.tls_problem(m, [*hosts, "new.example"], 1_000_000.0) == (
         "the certificate does not name new.example"
     )
 
 
 def test_tls_is_renewed_30_days_before_expiry_keeping_the_old_ca() -> None:
     hosts = ["127.0.0.1"]
-    m = webhooks.generate_tls(hosts, 0.0)
-    assert webhooks.tls_problem(m, hosts, webhooks.CERT_VALIDITY - 31 * 86400) is None
-    assert "expires" in (webhooks.tls_problem(m, hosts, webhooks.CERT_VALIDITY - 29 * 86400) or "")
-    renewed = webhooks.generate_tls(hosts, webhooks.CERT_VALIDITY - 29 * 86400, m.ca_bundle)
+    m = pki.generate_tls(hosts, 0.0)
+    assert pki.tls_problem(m, hosts, pki.CERT_VALIDITY - 31 * 86400) is None
+    assert "expires" in (pki.tls_problem(m, hosts, pki.CERT_VALIDITY - 29 * 86400) or "")
+    renewed = pki.generate_tls(hosts, pki.CERT_VALIDITY - 29 * 86400, m.ca_bundle)
     cas = x509.load_pem_x509_certificates(renewed.ca_bundle.encode())
     assert len(cas) == 2 and cas[1] == x509.load_pem_x509_certificates(m.ca_bundle.encode())[0]
-    assert webhooks.tls_problem(webhooks.TLSMaterial("x", "y", "z"), hosts, 0.0) is not None
+    assert pki.tls_problem(pki.TLSMaterial("x", "y", "z"), hosts, 0.0) is not None
 
 
 class FakeKube:
@@ -981,7 +1035,7 @@ class FakeKube:
     async def create_secret(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.race is not None:  # another replica created it first
             self.secret, self.race = self.race, None
-            raise webhooks.ApiError(409, "AlreadyExists")
+            raise ApiError(409, "AlreadyExists")
         self.writes += 1
         self.secret = {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}
         return self.secret
@@ -993,8 +1047,8 @@ class FakeKube:
         return self.secret
 
 
-def secret_of(m: webhooks.TLSMaterial) -> dict[str, Any]:
-    body = webhooks._secret_body("tw-system", m, None)
+def secret_of(m: pki.TLSMaterial) -> dict[str, Any]:
+    body = tls.secret_body("tw-system", m, None)
     body["metadata"]["resourceVersion"] = "7"
     return body
 
@@ -1004,20 +1058,50 @@ def test_tls_secret_is_created_once_adopted_and_renewed() -> None:
 
     s = settings(webhook_url="https://127.0.0.1:9443")
     kube = FakeKube()
-    created = asyncio.run(webhooks.ensure_tls(kube, s, 1_000_000.0))  # type: ignore[arg-type]
+    created = asyncio.run(tls.ensure_tls(kube, s, 1_000_000.0))  # type: ignore[arg-type]
     assert kube.writes == 1 and kube.secret["type"] == "kubernetes.io/tls"
-    again = asyncio.run(webhooks.ensure_tls(kube, s, 1_000_000.0))  # type: ignore[arg-type]
+    again = asyncio.run(tls.ensure_tls(kube, s, 1_000_000.0))  # type: ignore[arg-type]
     assert again == created and kube.writes == 1  # every replica serves the same material
 
-    theirs = webhooks.generate_tls(["127.0.0.1"], 1_000_000.0)
+    theirs = pki.generate_tls(["127.0.0.1"], 1_000_000.0)
     racing = FakeKube(race=secret_of(theirs))
-    assert asyncio.run(webhooks.ensure_tls(racing, s, 1_000_000.0)) == theirs  # type: ignore[arg-type]
+    assert asyncio.run(tls.ensure_tls(racing, s, 1_000_000.0)) == theirs  # type: ignore[arg-type]
     assert racing.writes == 0
 
-    old = webhooks.generate_tls(["127.0.0.1"], 0.0)
+    old = pki.generate_tls(["127.0.0.1"], 0.0)
     expiring = FakeKube(secret_of(old))
-    later = webhooks.CERT_VALIDITY - 10 * 86400
-    renewed = asyncio.run(webhooks.ensure_tls(expiring, s, later))  # type: ignore[arg-type]
+    later = pki.CERT_VALIDITY - 10 * 86400
+    renewed = asyncio.run(tls.ensure_tls(expiring, s, later))  # type: ignore[arg-type]
     assert renewed != old and expiring.writes == 1
-    assert webhooks.tls_problem(renewed, ["127.0.0.1"], later) is None
+    assert pki.tls_problem(renewed, ["127.0.0.1"], later) is None
     assert len(x509.load_pem_x509_certificates(renewed.ca_bundle.encode())) == 2
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def imported_by(module: str) -> set[str]:
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return set(out.stdout.split())
+
+
+def test_reviews_approvals_and_pki_are_pure() -> None:
+    loaded = imported_by("taskwarden.admission, taskwarden.approvals, taskwarden.pki")
+    assert not loaded & {"kubernetes", "kopf", "aiohttp", "taskwarden.kube", "taskwarden.server"}
+
+
+def test_the_server_takes_its_dependencies_instead_of_importing_the_runtime() -> None:
+    loaded = imported_by("taskwarden.server")
+    assert "taskwarden.runtime" not in loaded and "kopf" not in loaded
+
+
+def test_approval_events_without_a_running_server_are_ignored() -> None:
+    import asyncio
+
+    from taskwarden import server
+
+    asyncio.run(server.on_approval_event(None, "ADDED", {"metadata": {"name": "a"}}))

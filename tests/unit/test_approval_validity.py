@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from taskwarden import approvals
+import pytest
+
+from taskwarden import approvals, names
 
 HASH = "sha256:" + "a" * 64
 POLICY = {
@@ -24,7 +26,7 @@ def approval(
 ) -> dict:
     ann = {}
     if user is not None:
-        ann[approvals.APPROVER_ANNOTATION] = json.dumps({"username": user, "groups": list(groups)})
+        ann[names.APPROVER_ANNOTATION] = json.dumps({"username": user, "groups": list(groups)})
     return {
         "metadata": {
             "name": f"a-{user}-{decision}",
@@ -71,3 +73,52 @@ def test_newest_valid_decision_wins() -> None:
     deny = approval("alice", decision="deny", created="2027-01-15T08:00:05Z")
     s = state(approval("alice"), deny, now=T0 + 10)
     assert s.denied and s.reason == "ApprovalDenied"
+
+
+@pytest.mark.parametrize(
+    ("app", "requester", "now", "code", "sentence"),
+    [
+        (approval("alice"), "bob", T0 + 1, "Valid", "approved by alice"),
+        (approval(None), "bob", T0 + 1, "NotStamped", "the approver was not stamped by admission"),
+        (
+            approval("alice", spec_hash="sha256:" + "b" * 64),
+            "bob",
+            T0 + 1,
+            "SpecHashMismatch",
+            "spec.specHash does not match the task's current spec",
+        ),
+        (
+            approval("alice"),
+            "alice",
+            T0 + 1,
+            "SelfApproval",
+            "alice requested the task and cannot approve it",
+        ),
+        (
+            approval("mallory"),
+            "bob",
+            T0 + 1,
+            "NotAnApprover",
+            "mallory is not listed in the policy's spec.approvers",
+        ),
+        (
+            approval("alice"),
+            "bob",
+            T0 + 600,
+            "Expired",
+            "the approval expired (policy spec.approvalTTL)",
+        ),
+    ],
+)
+def test_judge_returns_a_code_and_one_sentence_per_code(
+    app: dict, requester: str, now: float, code: str, sentence: str
+) -> None:
+    verdict = approvals.judge(app, spec_hash=HASH, requester=requester, pol=POLICY, now=now)
+    assert verdict.reason == code and verdict.valid is (code == "Valid")
+    assert verdict.message == approvals.sentence(verdict) == sentence
+    assert approvals.status_reason(verdict) == f"{code}: {sentence}"
+
+
+def test_every_reason_code_has_a_sentence() -> None:
+    for reason in approvals.Reason:
+        assert approvals.sentence(approvals.Judgement(reason, "alice", detail="KeyError"))

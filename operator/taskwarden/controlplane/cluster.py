@@ -1,18 +1,16 @@
 """A real local Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
 
-Used by the integration tests (one session-scoped fixture), by `make demo` and by
-`taskwarden controlplane up|down|env`. Binaries are built from Go modules at a pinned Kubernetes
-release by scripts/build-controlplane.sh and cached under ~/.cache/taskwarden/controlplane/<ver>/;
-KUBEBUILDER_ASSETS is honoured for binaries a user already has. Everything here is real: RBAC,
-admission webhooks, TokenRequest/TokenReview, impersonation and garbage collection all work.
+`start` launches the processes (binaries from taskwarden.controlplane.binaries, PKI and
+kubeconfig from taskwarden.controlplane.files) and returns a `ControlPlane` whose `stop()` ends
+them; `ControlPlane.load` re-attaches to a detached one by its state directory. Everything
+here is real: RBAC, admission webhooks, TokenRequest/TokenReview, impersonation and garbage
+collection all work.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import datetime as dt
-import ipaddress
 import json
 import os
 import signal
@@ -27,14 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from taskwarden.controlplane.binaries import K8S_VERSION, ControlPlaneError, find_binaries
+from taskwarden.controlplane.files import write_kubeconfig, write_pki
 
-K8S_VERSION = os.environ.get("TASKWARDEN_K8S_VERSION", "v1.36.3")
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
-BUILD_SCRIPT = Path(__file__).parent / "scripts" / "build-controlplane.sh"
 # Only what Taskwarden relies on: owner-reference GC, namespace deletion, service accounts and
 # their tokens, and the kube-root-ca.crt ConfigMap. Node and cloud controllers have no nodes here.
 CONTROLLERS = ",".join(
@@ -48,201 +41,10 @@ CONTROLLERS = ",".join(
 )
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("TASKWARDEN_CACHE", Path.home() / ".cache" / "taskwarden"))
-
-
-def default_state_dir() -> Path:
-    return cache_dir() / "run" / "default"
-
-
-class ControlPlaneError(RuntimeError):
-    """The control plane could not be built or started; the message says which part and why."""
-
-
-def find_binaries(*, build: bool = True) -> dict[str, Path]:
-    """Locate the binaries: KUBEBUILDER_ASSETS first, then the per-version cache, else build."""
-    found: dict[str, Path] = {}
-    assets = os.environ.get("KUBEBUILDER_ASSETS")
-    cached = cache_dir() / "controlplane" / K8S_VERSION
-    for name in BINARIES:
-        for d in ([Path(assets)] if assets else []) + [cached]:
-            if (d / name).is_file() and os.access(d / name, os.X_OK):
-                found[name] = d / name
-                break
-    missing = [n for n in BINARIES if n not in found]
-    if missing and build:
-        proc = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False
-        )
-        if proc.returncode != 0:
-            raise ControlPlaneError(
-                f"building the control plane ({K8S_VERSION}) failed with exit code "
-                f"{proc.returncode}; see the build output above"
-            )
-        return find_binaries(build=False)
-    if missing:
-        raise ControlPlaneError(f"control plane binaries missing: {', '.join(missing)}")
-    return found
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# --------------------------------------------------------------------------- PKI
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _cert(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    server_sans: list[x509.GeneralName] | None = None,
-    client: bool = False,
-    days: int = 365,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        b = b.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    usages = []
-    if server_sans is not None:
-        b = b.add_extension(x509.SubjectAlternativeName(server_sans), critical=False)
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if client:
-        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    if usages:
-        b = b.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
-
-
-def _pem_cert(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def write_pki(d: Path) -> None:
-    """CA, apiserver serving cert, admin client cert (system:masters), SA signing key pair."""
-    d.mkdir(parents=True, exist_ok=True)
-    ca_key = _key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "taskwarden-local-ca")])
-    ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True, days=3650)
-    sans: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes"),
-        x509.DNSName("kubernetes.default"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.DNSName("kubernetes.default.svc.cluster.local"),
-    ]
-    srv_key = _key()
-    srv = _cert(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-        srv_key,
-        ca_name,
-        ca_key,
-        server_sans=sans,
-    )
-    adm_key = _key()
-    adm = _cert(
-        x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                x509.NameAttribute(NameOID.COMMON_NAME, "taskwarden-admin"),
-            ]
-        ),
-        adm_key,
-        ca_name,
-        ca_key,
-        client=True,
-    )
-    sa_key = _key()
-    files = {
-        "ca.crt": _pem_cert(ca),
-        "ca.key": _pem_key(ca_key),
-        "apiserver.crt": _pem_cert(srv),
-        "apiserver.key": _pem_key(srv_key),
-        "admin.crt": _pem_cert(adm),
-        "admin.key": _pem_key(adm_key),
-        "sa.key": _pem_key(sa_key),
-        "sa.pub": sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
-    }
-    for name, data in files.items():
-        p = d / name
-        p.write_bytes(data)
-        p.chmod(0o600)
-
-
-def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "taskwarden-local",
-                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
-            }
-        ],
-        "users": [
-            {
-                "name": "taskwarden-admin",
-                "user": {
-                    "client-certificate": str(pki / "admin.crt"),
-                    "client-key": str(pki / "admin.key"),
-                },
-            }
-        ],
-        "contexts": [
-            {
-                "name": "taskwarden-local",
-                "context": {"cluster": "taskwarden-local", "user": "taskwarden-admin"},
-            }
-        ],
-        "current-context": "taskwarden-local",
-    }
-    path.write_text(json.dumps(cfg, indent=2))
-    path.chmod(0o600)
 
 
 # --------------------------------------------------------------------------- processes
@@ -287,7 +89,7 @@ class ControlPlane:
         from kubernetes import client, config
 
         cfg = client.Configuration()
-        config.load_kube_config(
+        config.load_kube_config(  # type: ignore[no-untyped-call]  # kubernetes.config is untyped
             config_file=str(self.kubeconfig), client_configuration=cfg, persist_config=False
         )
         return client.ApiClient(cfg)
@@ -525,40 +327,3 @@ def stop_dir(workdir: Path) -> bool:
         return False
     cp.stop()
     return True
-
-
-def install_crds(api_client: Any, crd_dir: Path, timeout: float = 30) -> list[str]:
-    """Create or replace every CRD in crd_dir and wait until each is Established."""
-    import yaml
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    ext = client.ApiextensionsV1Api(api_client)
-    names = []
-    for path in sorted(crd_dir.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc:
-                continue
-            name = doc["metadata"]["name"]
-            names.append(name)
-            try:
-                ext.create_custom_resource_definition(doc)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                cur = ext.read_custom_resource_definition(name)
-                doc["metadata"]["resourceVersion"] = cur.metadata.resource_version
-                ext.replace_custom_resource_definition(name, doc)
-    deadline = time.monotonic() + timeout
-    pending = set(names)
-    while pending and time.monotonic() < deadline:
-        for name in list(pending):
-            crd = ext.read_custom_resource_definition(name)
-            conds = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conds.get("Established") == "True":
-                pending.discard(name)
-        if pending:
-            time.sleep(0.1)
-    if pending:
-        raise ControlPlaneError(f"CRDs not Established after {timeout}s: {sorted(pending)}")
-    return names

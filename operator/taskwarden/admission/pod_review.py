@@ -1,0 +1,169 @@
+"""The Pod reviews: mount a task's credential, and guard who may mount it.
+
+Dispatched by `admission.dispatch` for the mutate-pods and validate-pods webhooks.
+- mutate: a pod annotated `taskwarden.dev/task: <task>` gets the Secret `<task>-credential` as
+  an optional read-only volume in every container, plus env TASKWARDEN_TOKEN_FILE. Idempotent.
+- validate: only a pod running as a task's service account may reference its credential Secret
+  (volumes, projected volumes, env and envFrom).
+Pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from taskwarden import names
+from taskwarden.admission import envelope
+
+CREDENTIAL_SUFFIX: Final = "-credential"
+CREDENTIAL_VOLUME: Final = "taskwarden-credential"
+CREDENTIAL_MOUNT_PATH: Final = "/var/run/secrets/taskwarden.dev/"
+TOKEN_FILE_ENV: Final = "TASKWARDEN_TOKEN_FILE"
+TOKEN_FILE: Final = CREDENTIAL_MOUNT_PATH + "token"
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def needs(req: envelope.Request) -> envelope.Needs | None:
+    """validate-pods on CREATE: the tasks whose credential Secrets the pod references."""
+    tasks = tuple(dict.fromkeys(task for _, _, task in credential_refs(req.obj)))
+    return envelope.Needs(req.namespace, tasks=tasks) if tasks else None
+
+
+def mutate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
+    envelope.expect_kind(req, "Pod", envelope.MUTATE_PODS)
+    if req.operation != "CREATE":
+        return envelope.ALLOW
+    task = envelope.annotations_of(req.obj).get(names.TASK_ANNOTATION)
+    if task is None:
+        return envelope.ALLOW
+    if not isinstance(task, str) or not _NAME.match(task) or len(task) > 63:
+        raise envelope.Denied(
+            f"metadata.annotations[{names.TASK_ANNOTATION}]: {task!r} is not an AgentTask name "
+            "(a DNS subdomain of at most 63 characters)",
+            400,
+        )
+    spec = req.obj.get("spec")
+    if not isinstance(spec, Mapping):
+        raise envelope.Denied("request.object.spec is required and must be an object", 400)
+    return envelope.Outcome(True, patch=tuple(_pod_patch(spec, task)))
+
+
+def _pod_patch(spec: Mapping[str, Any], task: str) -> list[dict[str, Any]]:
+    ops: list[dict[str, Any]] = []
+    volume = {
+        "name": CREDENTIAL_VOLUME,
+        "secret": {"secretName": task + CREDENTIAL_SUFFIX, "optional": True},
+    }
+    volumes = spec.get("volumes")
+    if not isinstance(volumes, list):
+        ops.append({"op": "add", "path": "/spec/volumes", "value": [volume]})
+    elif not any(envelope.as_map(v).get("name") == CREDENTIAL_VOLUME for v in volumes):
+        ops.append({"op": "add", "path": "/spec/volumes/-", "value": volume})
+    mount = {"name": CREDENTIAL_VOLUME, "mountPath": CREDENTIAL_MOUNT_PATH, "readOnly": True}
+    env = {"name": TOKEN_FILE_ENV, "value": TOKEN_FILE}
+    for kind in ("initContainers", "containers"):
+        containers = spec.get(kind)
+        if not isinstance(containers, list):
+            continue
+        for i, raw in enumerate(containers):
+            container = envelope.as_map(raw)
+            base = f"/spec/{kind}/{i}"
+            mounts = container.get("volumeMounts")
+            if not isinstance(mounts, list):
+                ops.append({"op": "add", "path": f"{base}/volumeMounts", "value": [mount]})
+            elif not any(
+                envelope.as_map(m).get("name") == CREDENTIAL_VOLUME
+                or envelope.as_str(envelope.as_map(m).get("mountPath")).rstrip("/")
+                == CREDENTIAL_MOUNT_PATH.rstrip("/")
+                for m in mounts
+            ):
+                ops.append({"op": "add", "path": f"{base}/volumeMounts/-", "value": mount})
+            envs = container.get("env")
+            if not isinstance(envs, list):
+                ops.append({"op": "add", "path": f"{base}/env", "value": [env]})
+            elif not any(envelope.as_map(e).get("name") == TOKEN_FILE_ENV for e in envs):
+                ops.append({"op": "add", "path": f"{base}/env/-", "value": env})
+    return ops
+
+
+def credential_refs(pod: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(field path, Secret name, task name) for every reference to a `<task>-credential` Secret:
+    secret and projected volumes, env valueFrom.secretKeyRef and envFrom.secretRef."""
+    spec = envelope.as_map(pod.get("spec"))
+    refs: list[tuple[str, str]] = []
+    volumes = spec.get("volumes")
+    for i, raw in enumerate(volumes if isinstance(volumes, list) else []):
+        vol = envelope.as_map(raw)
+        refs.append(
+            (
+                f"spec.volumes[{i}].secret.secretName",
+                envelope.as_str(envelope.as_map(vol.get("secret")).get("secretName")),
+            )
+        )
+        sources = envelope.as_map(vol.get("projected")).get("sources")
+        for j, src in enumerate(sources if isinstance(sources, list) else []):
+            name = envelope.as_str(envelope.as_map(envelope.as_map(src).get("secret")).get("name"))
+            refs.append((f"spec.volumes[{i}].projected.sources[{j}].secret.name", name))
+    for kind in ("initContainers", "containers", "ephemeralContainers"):
+        containers = spec.get(kind)
+        for i, raw in enumerate(containers if isinstance(containers, list) else []):
+            container = envelope.as_map(raw)
+            envs = container.get("env")
+            for j, env in enumerate(envs if isinstance(envs, list) else []):
+                ref = envelope.as_map(
+                    envelope.as_map(envelope.as_map(env).get("valueFrom")).get("secretKeyRef")
+                )
+                refs.append(
+                    (
+                        f"spec.{kind}[{i}].env[{j}].valueFrom.secretKeyRef.name",
+                        envelope.as_str(ref.get("name")),
+                    )
+                )
+            env_from = container.get("envFrom")
+            for j, src in enumerate(env_from if isinstance(env_from, list) else []):
+                ref = envelope.as_map(envelope.as_map(src).get("secretRef"))
+                refs.append(
+                    (
+                        f"spec.{kind}[{i}].envFrom[{j}].secretRef.name",
+                        envelope.as_str(ref.get("name")),
+                    )
+                )
+    return [
+        (path, name, name[: -len(CREDENTIAL_SUFFIX)])
+        for path, name in refs
+        if name.endswith(CREDENTIAL_SUFFIX) and len(name) > len(CREDENTIAL_SUFFIX)
+    ]
+
+
+def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
+    envelope.expect_kind(req, "Pod", envelope.VALIDATE_PODS)
+    if req.operation != "CREATE":
+        return envelope.ALLOW
+    refs = credential_refs(req.obj)
+    if refs and facts.error:
+        raise envelope.Denied(f"request.namespace: {facts.error}")
+    spec = envelope.as_map(req.obj.get("spec"))
+    runs_as = (
+        envelope.as_str(spec.get("serviceAccountName"))
+        or envelope.as_str(spec.get("serviceAccount"))
+        or "default"
+    )
+    for path, secret, task_name in refs:
+        task = facts.tasks.get(task_name)
+        if task is None:
+            continue  # not a task's credential (no such AgentTask in this namespace)
+        sa = envelope.as_str(
+            envelope.as_map(envelope.as_map(task.get("spec")).get("agent")).get(
+                "serviceAccountName"
+            )
+        )
+        if sa != runs_as:
+            raise envelope.Denied(
+                f"{path}: Secret {secret} holds the credential of AgentTask {task_name}, which "
+                f"only a pod running as its service account {sa or '<none>'} may mount; this pod "
+                f"runs as {runs_as} (spec.serviceAccountName)"
+            )
+    return envelope.ALLOW

@@ -1,0 +1,127 @@
+"""The Mutating/ValidatingWebhookConfiguration `taskwarden`: built here, written by `register`.
+
+Called by taskwarden.server.https at start and hourly (when the operator manages its webhook
+configurations). `webhook_configurations` is pure: settings and the CA bundle in, the two
+objects out. They are created or updated, never deleted: other replicas may serve them.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any, Final
+
+from taskwarden import admission, config, names
+from taskwarden.kube import Kube
+
+log = logging.getLogger(__name__)
+CONFIGURATION: Final = "taskwarden"
+LABELS: Final = {"app.kubernetes.io/managed-by": "taskwarden"}
+
+
+def webhook_configurations(
+    settings: config.Settings, ca_bundle: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(MutatingWebhookConfiguration, ValidatingWebhookConfiguration) named `taskwarden`."""
+    op_ns = settings.watch.operator_namespace
+    exprs: list[dict[str, Any]] = [
+        {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": sorted({"kube-system", op_ns}),
+        }
+    ]
+    if settings.watch.namespaces:
+        exprs.append(
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": sorted(settings.watch.namespaces),
+            }
+        )
+    bundle = base64.b64encode(ca_bundle.encode()).decode()
+
+    def client_config(path: str) -> dict[str, Any]:
+        if settings.server.webhook_url:
+            return {"url": f"{settings.server.webhook_url.rstrip('/')}/{path}", "caBundle": bundle}
+        return {
+            "service": {
+                "name": settings.server.webhook_service,
+                "namespace": op_ns,
+                "port": 443,
+                "path": f"/{path}",
+            },
+            "caBundle": bundle,
+        }
+
+    def hook(
+        path: str, resource: str, operations: list[str], failure: str, *, enforce: bool = False
+    ) -> dict[str, Any]:
+        group, version = ("", "v1") if resource == "pods" else (names.GROUP, names.VERSION)
+        selector: dict[str, Any] = {"matchExpressions": exprs}
+        if enforce:
+            selector = {**selector, "matchLabels": {"taskwarden.dev/enforce": "true"}}
+        verb, _, _ = path.partition("-")
+        return {
+            "name": f"{resource}.{verb}.taskwarden.dev",
+            "clientConfig": client_config(path),
+            "rules": [
+                {
+                    "apiGroups": [group],
+                    "apiVersions": [version],
+                    "operations": operations,
+                    "resources": [resource],
+                    "scope": "Namespaced",
+                }
+            ],
+            "failurePolicy": failure,
+            "matchPolicy": "Equivalent",
+            "namespaceSelector": selector,
+            "objectSelector": {},
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "admissionReviewVersions": ["v1"],
+        }
+
+    mutating = [
+        hook(admission.MUTATE_TASKS, "agenttasks", ["CREATE", "UPDATE"], "Fail"),
+        hook(admission.MUTATE_APPROVALS, "agentapprovals", ["CREATE", "UPDATE"], "Fail"),
+        hook(admission.MUTATE_PODS, "pods", ["CREATE"], "Ignore"),
+    ]
+    mutating[0]["reinvocationPolicy"] = "Never"
+    mutating[1]["reinvocationPolicy"] = "Never"
+    mutating[2]["reinvocationPolicy"] = "IfNeeded"  # idempotent: mounts later containers too
+    validating = [
+        hook(admission.VALIDATE_TASKS, "agenttasks", ["CREATE", "UPDATE"], "Fail"),
+        hook(admission.VALIDATE_APPROVALS, "agentapprovals", ["CREATE", "UPDATE"], "Fail"),
+        hook(admission.VALIDATE_PODS, "pods", ["CREATE"], "Fail", enforce=True),
+    ]
+    metadata = {"name": CONFIGURATION, "labels": dict(LABELS)}
+    return (
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": metadata,
+            "webhooks": mutating,
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": metadata,
+            "webhooks": validating,
+        },
+    )
+
+
+async def register(kube: Kube, settings: config.Settings, ca_bundle: str) -> None:
+    """Create or update both configurations; without a URL or Service, refuse loudly."""
+    if not (settings.server.webhook_url or settings.server.webhook_service):
+        # Crash-looping would also stop revocation; refuse loudly instead.
+        log.error(
+            "webhook configurations not registered: set TASKWARDEN_WEBHOOK_URL or "
+            "TASKWARDEN_WEBHOOK_SERVICE (requester binding and approvals are NOT enforced)"
+        )
+        return
+    mutating, validating = webhook_configurations(settings, ca_bundle)
+    await kube.put_webhook_configuration("mutating", mutating)
+    await kube.put_webhook_configuration("validating", validating)
