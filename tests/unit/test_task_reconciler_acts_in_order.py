@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from taskwarden import config, names, timeutil
-from taskwarden.credentials import keys, tokens
+from taskwarden.credentials import keymanager, tokens
 from taskwarden.index import Index, TaskRef
 from taskwarden.kube import TASKS, ApiError
 from taskwarden.tasks.reconciler import Reconciler
@@ -75,17 +75,6 @@ class FakeKube:
         return [c[0] for c in self.calls if c[0] in ("patch_status", "put_secret", "delete_secret")]
 
 
-class FakeKeys:
-    def __init__(self, now: float) -> None:
-        self.key = keys.generate_key(now - 3600)
-
-    def active(self) -> keys.SigningKey:
-        return self.key
-
-    def jwks(self) -> dict[str, Any]:
-        return {"keys": [self.key.public_jwk()]}
-
-
 class FakeRevocations:
     def __init__(self, kube: FakeKube) -> None:
         self.kube, self.added = kube, []  # type: ignore[var-annotated]
@@ -110,7 +99,7 @@ def run(scenario: Callable[[Reconciler, FakeKube, Clock], Coroutine[Any, Any, No
             kube,  # type: ignore[arg-type]
             settings,
             index,
-            FakeKeys(w.NOW),  # type: ignore[arg-type]
+            keymanager.MemoryKeyManager(clock=lambda: w.NOW),
             FakeRevocations(kube),  # type: ignore[arg-type]
             clock=clock,
             instance="test-0",

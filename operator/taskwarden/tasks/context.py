@@ -16,9 +16,10 @@ from typing import Any
 
 from taskwarden import metrics
 from taskwarden.config import Settings
+from taskwarden.credentials.keymanager import KeyManager
 from taskwarden.index import Index
 from taskwarden.kube import Kube
-from taskwarden.publishing import KeyManager, RevocationPublisher
+from taskwarden.publishing import RevocationPublisher
 from taskwarden.tasks import explain
 from taskwarden.tasks.facts import Body, Key, meta
 from taskwarden.tasks.scheduler import Scheduler

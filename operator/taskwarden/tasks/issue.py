@@ -49,9 +49,8 @@ def _sign(
         pod=pod,
         act=verdict.act,
     )
-    key = ctx.keys.active()
-    token = tokens.sign(claims, key, ctx.keys.jwks(), now=now)
-    return claims, token, key.kid
+    signer = ctx.keys.signer()  # the private key never leaves the key manager
+    return claims, signer.sign(claims, now), signer.kid
 
 
 async def issue(

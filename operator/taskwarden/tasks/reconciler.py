@@ -22,9 +22,10 @@ from typing import Any
 
 from taskwarden import metrics
 from taskwarden.config import Settings
+from taskwarden.credentials.keymanager import KeyManager
 from taskwarden.index import Index, TaskRef
 from taskwarden.kube import TASKS, ApiError, Kube
-from taskwarden.publishing import KeyManager, RevocationPublisher
+from taskwarden.publishing import RevocationPublisher
 from taskwarden.tasks import checks, gather, issue, revoke, sweep, transitions
 from taskwarden.tasks.context import Context
 from taskwarden.tasks.facts import Body, Facts, Key, Verdict, meta
