@@ -1353,6 +1353,34 @@ def test_cert_manager_renders_issuer_certificate_and_injection(helm: Path, tmp_p
     assert {"name": "TASKWARDEN_MANAGE_WEBHOOKS", "value": "false"} in env
 
 
+def test_crds_values_render(helm: Path, tmp_path: Path) -> None:
+    """crds.enabled / crds.keep / crds.kopfPeering, and the CRDs are those of crds/."""
+
+    def crds(values: dict[str, Any]) -> dict[str, Doc]:
+        objs = docs(render(helm, tmp_path, values))
+        return {o["metadata"]["name"]: o for o in objs if o["kind"] == "CustomResourceDefinition"}
+
+    source = {
+        d["metadata"]["name"]: d
+        for p in (ROOT / "crds").glob("*.yaml")
+        for d in yaml.safe_load_all(p.read_text())
+        if d
+    }
+    kept = crds({})
+    assert set(kept) == set(source) == CRD_NAMES
+    for name, crd in kept.items():
+        assert crd["spec"] == source[name]["spec"]
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert not [
+        c for c in crds({"crds": {"keep": False}}).values() if "annotations" in c["metadata"]
+    ]
+    assert crds({"crds": {"enabled": False}}) == {}
+    assert set(crds({"crds": {"kopfPeering": False}})) == {
+        n for n in CRD_NAMES if n.endswith(".taskwarden.dev")
+    }
+
+
 # --------------------------------------------------------------------------- helm, for real
 
 
