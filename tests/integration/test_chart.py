@@ -1594,6 +1594,43 @@ def test_helm_install_upgrade_uninstall_leaves_nothing_that_blocks_writes(
                 )
             )
             assert "pods.validate.taskwarden.dev" in body
+            # Every other kind of reference the guard checks reaches it too (the CEL is real).
+            ref = {"name": "x-credential"}
+            for field, spec in (
+                (
+                    "projected",
+                    {"volumes": [{"name": "p", "projected": {"sources": [{"secret": ref}]}}]},
+                ),
+                (
+                    "env",
+                    {
+                        "containers": [
+                            {
+                                "name": "a",
+                                "image": "busybox",
+                                "env": [
+                                    {
+                                        "name": "T",
+                                        "valueFrom": {"secretKeyRef": {**ref, "key": "token"}},
+                                    }
+                                ],
+                            }
+                        ]
+                    },
+                ),
+                (
+                    "envfrom",
+                    {
+                        "initContainers": [
+                            {"name": "i", "image": "busybox", "envFrom": [{"secretRef": ref}]}
+                        ]
+                    },
+                ),
+            ):
+                body_ = pod(f"ref-{field}")
+                body_["spec"].update(spec)
+                body = refused(lambda b_=body_: core.create_namespaced_pod(namespace, b_))
+                assert "pods.validate.taskwarden.dev" in body, field
             # ...but a pod that references no credential never reaches them (matchConditions).
             core.create_namespaced_pod(namespace, pod("plain"))
             core.create_namespaced_pod(namespace, pod("other-secret", secret_name="db-password"))
