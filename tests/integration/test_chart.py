@@ -5,7 +5,11 @@
 * Every rendered object is accepted by `kubectl apply --dry-run=server` on the local control
   plane (ServiceMonitor/PrometheusRule through minimal monitoring.coreos.com CRDs installed here),
   and so is manifests/install.yaml; the operator pod passes the `restricted` Pod Security level.
-* manifests/install.yaml and charts/taskwarden/crds/ are in sync with the chart and crds/.
+* manifests/install.yaml and charts/taskwarden/files/crds/ are in sync with the chart and crds/.
+* Install, upgrade and uninstall with Helm for real: the chart owns every admission object (its
+  webhooks are the operator's, plus matchConditions), its CA is stable across upgrades, an upgrade
+  from the previous chart version upgrades the CRDs, and after `helm uninstall` nothing blocks
+  writes and nothing of Taskwarden is left but the kept CRDs.
 * RBAC least privilege, decided by the real authorizer: the chart's roles are created, a
   ServiceAccount bound as the chart binds it gets a TokenRequest token, and SelfSubjectAccessReview
   (plus a few real calls) shows it can make exactly the calls the operator makes, and not others.
@@ -22,6 +26,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,6 +64,15 @@ ALERTS = {
 OPERATOR_SECRETS = ("taskwarden-signing-keys", "taskwarden-webhook-tls")
 OPERATOR_CONFIGMAPS = ("taskwarden-jwks", "taskwarden-revocations")
 WEBHOOK_CONFIG = "taskwarden"
+CRD_NAMES = {
+    "agenttasks.taskwarden.dev",
+    "agentpolicies.taskwarden.dev",
+    "agentapprovals.taskwarden.dev",
+    "clusterkopfpeerings.kopf.dev",
+    "kopfpeerings.kopf.dev",
+}
+# The operator generates its CA and registers the webhook configurations itself.
+OPERATOR_CA = {"webhook": {"certificate": {"generate": False}}}
 
 
 # --------------------------------------------------------------------------- tools
@@ -241,14 +255,14 @@ def monitoring_crds(api: client.ApiClient) -> Iterator[None]:
 
 def test_chart_crds_are_a_copy_of_crds() -> None:
     repo = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
-    chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
     assert repo, "crds/ is empty"
     assert sorted(chart) == sorted(repo), (
-        "charts/taskwarden/crds/ has other files than crds/: run hack/render-install.sh"
+        "charts/taskwarden/files/crds/ has other files than crds/: run hack/render-install.sh"
     )
     drifted = [n for n in repo if chart[n] != repo[n]]
     assert not drifted, (
-        f"charts/taskwarden/crds/ drifted from crds/ in {drifted}: run hack/render-install.sh"
+        f"charts/taskwarden/files/crds/ drifted from crds/ in {drifted}: run hack/render-install.sh"
     )
 
 
@@ -292,6 +306,13 @@ def test_helm_lint_strict(helm: Path, tmp_path: Path) -> None:
         ({"issuer": "http://plain.example"}, "issuer"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
         ({"replicaCount": 2, "peering": {"name": ""}}, "peering.name must be set"),
+        ({"webhook": {"timeoutSeconds": 31}}, "timeoutSeconds"),
+        ({"webhook": {"pods": {"mutation": {"failurePolicy": "Sometimes"}}}}, "failurePolicy"),
+        # The guard and the task/approval webhooks are Fail, not configurable.
+        ({"webhook": {"pods": {"guard": {"failurePolicy": "Ignore"}}}}, "failurePolicy"),
+        ({"webhook": {"failurePolicy": "Ignore"}}, "failurePolicy"),
+        ({"certManager": {"enabled": True, "renewBefore": "30d"}}, "renewBefore"),
+        ({"crds": {"enabled": True, "kept": True}}, "kept"),
     ],
 )
 def test_values_are_validated(
@@ -359,14 +380,18 @@ def test_default_render(helm: Path, tmp_path: Path) -> None:
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
     kinds = {o["kind"] for o in objs}
-    assert not kinds & {
-        "ServiceMonitor",
-        "PrometheusRule",
-        "ConfigMap",
-        "CustomResourceDefinition",
-        "MutatingWebhookConfiguration",
-        "ValidatingWebhookConfiguration",
-    }
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap", "Issuer", "Certificate"}
+    # The chart owns the admission objects and the CRDs (templates, kept on uninstall).
+    assert env["TASKWARDEN_MANAGE_WEBHOOKS"]["value"] == "false"
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        assert one(objs, kind, "taskwarden")["webhooks"]
+    crds = {o["metadata"]["name"]: o for o in objs if o["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == CRD_NAMES
+    for crd in crds.values():
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    ca = one(objs, "Secret", "taskwarden-webhook-ca")
+    tls = one(objs, "Secret", "taskwarden-webhook-tls")
+    assert tls["data"]["ca.crt"] == ca["data"]["tls.crt"]
     roles = {o["metadata"]["name"] for o in objs if o["kind"] == "ClusterRole"}
     assert {"taskwarden:agent", "taskwarden:approver"} <= roles
     # One replica: no PDB (minAvailable 1 of 1 would block node drains).
@@ -510,8 +535,16 @@ def test_install_manifest_is_accepted_by_the_apiserver(
     # Namespaced objects can only be dry-run into a namespace that exists.
     with contextlib.suppress(ApiException):
         client.CoreV1Api(api).create_namespace({"metadata": {"name": "taskwarden-system"}})
-    out = kubectl_apply(kubectl, INSTALL.read_text())
+    # The session's operator may have registered webhook configurations named taskwarden (with
+    # a URL, for a local run): validate the manifest's under another name.
+    objs = docs(INSTALL.read_text())
+    for o in objs:
+        if o["kind"] in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+            assert o["metadata"]["name"] == WEBHOOK_CONFIG
+            o["metadata"]["name"] = f"install-{uuid.uuid4().hex[:6]}"
+    out = kubectl_apply(kubectl, yaml.safe_dump_all(objs))
     assert "deployment.apps/taskwarden" in out
+    assert "mutatingwebhookconfiguration.admissionregistration.k8s.io/install-" in out
 
 
 def test_operator_pod_passes_restricted_pod_security(
@@ -621,10 +654,11 @@ def assert_access(as_sa: client.ApiClient, allowed: list[Check], denied: list[Ch
     assert not wrong, "RBAC differs from what the operator needs:\n" + "\n".join(wrong)
 
 
-def operator_needs(op_ns: str, task_ns: str | None) -> list[Check]:
+def operator_needs(op_ns: str, task_ns: str | None, *, manage_webhooks: bool) -> list[Check]:
     """Every call the operator makes (kube.py, cli.py, publishing.py, kopf), as RBAC checks.
 
-    task_ns None means cluster-wide: checked both across all namespaces and in op_ns' neighbours."""
+    task_ns None means cluster-wide: checked both across all namespaces and in op_ns' neighbours.
+    manage_webhooks: the operator registers its webhook configurations (OPERATOR_CA)."""
     tw = {"group": GROUP}
     ns = {"namespace": task_ns} if task_ns else {}
     checks: list[Check] = []
@@ -655,10 +689,8 @@ def operator_needs(op_ns: str, task_ns: str | None) -> list[Check]:
     for name in OPERATOR_CONFIGMAPS:
         checks += [(v, "configmaps", {"namespace": op_ns, "name": name}) for v in ("get", "update")]
     # Cluster-scoped.
-    adm = {"group": "admissionregistration.k8s.io"}
-    for res in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
-        checks += [("create", res, adm)]
-        checks += [(v, res, {**adm, "name": WEBHOOK_CONFIG}) for v in ("get", "update", "patch")]
+    if manage_webhooks:
+        checks += webhook_configuration_calls()
     crd = {"group": "apiextensions.k8s.io"}
     checks += [
         ("list", "customresourcedefinitions", crd),
@@ -676,6 +708,15 @@ def operator_needs(op_ns: str, task_ns: str | None) -> list[Check]:
         checks += [
             (v, "clusterkopfpeerings", kopf) for v in ("get", "list", "watch", "patch", "create")
         ]
+    return checks
+
+
+def webhook_configuration_calls() -> list[Check]:
+    adm = {"group": "admissionregistration.k8s.io"}
+    checks: list[Check] = []
+    for res in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        checks += [("create", res, adm)]
+        checks += [(v, res, {**adm, "name": WEBHOOK_CONFIG}) for v in ("get", "update", "patch")]
     return checks
 
 
@@ -749,11 +790,15 @@ def test_operator_rbac_cluster_wide(
     with chart_rbac(helm, kubectl, tmp_path, release, op_ns) as objs:
         sa = one(objs, "ServiceAccount")["metadata"]["name"]
         as_sa = token_client(api, op_ns, sa)
-        allowed = operator_needs(op_ns, None) + operator_needs(op_ns, task_ns)
+        allowed = operator_needs(op_ns, None, manage_webhooks=False) + operator_needs(
+            op_ns, task_ns, manage_webhooks=False
+        )
         # Cluster-wide, namespaced kopfpeerings are not needed.
         allowed = [c for c in allowed if c[1] != "kopfpeerings"]
         denied = [
             *operator_must_not(op_ns, task_ns),
+            # The chart renders the webhook configurations; the operator never writes them.
+            *webhook_configuration_calls(),
             ("create", "kopfpeerings", {"group": "kopf.dev", "namespace": task_ns}),
         ]
         assert_access(as_sa, allowed, denied)
@@ -809,7 +854,7 @@ def test_operator_rbac_namespaced(
     )
     release = f"rbac-{uuid.uuid4().hex[:6]}"
     with chart_rbac(
-        helm, kubectl, tmp_path, release, op_ns, {"watchNamespaces": [watched]}
+        helm, kubectl, tmp_path, release, op_ns, {"watchNamespaces": [watched], **OPERATOR_CA}
     ) as objs:
         sa = one(objs, "ServiceAccount")["metadata"]["name"]
         as_sa = token_client(api, op_ns, sa)
@@ -828,7 +873,7 @@ def test_operator_rbac_namespaced(
             ("create", "clusterkopfpeerings", {"group": "kopf.dev"}),
             ("create", "events", {"group": "events.k8s.io", "namespace": other}),
         ]
-        assert_access(as_sa, operator_needs(op_ns, watched), denied)
+        assert_access(as_sa, operator_needs(op_ns, watched, manage_webhooks=True), denied)
 
 
 def test_user_roles(
@@ -1065,7 +1110,8 @@ def test_operator_runs_the_whole_scenario_as_the_charts_service_account(
     chart's ServiceAccount (with peering, webhooks, keys, revocations), issues and revokes."""
     op_ns = make_namespace("tw-op")
     release = f"sa-{uuid.uuid4().hex[:6]}"
-    with chart_rbac(helm, kubectl, tmp_path, release, op_ns) as objs:
+    # The test's operator registers its own webhook configurations (TASKWARDEN_WEBHOOK_URL).
+    with chart_rbac(helm, kubectl, tmp_path, release, op_ns, OPERATOR_CA) as objs:
         sa = one(objs, "ServiceAccount")["metadata"]["name"]
         token = h.sa_token(api, op_ns, sa)
         kubeconfig = tmp_path / "sa.kubeconfig"
@@ -1116,3 +1162,544 @@ def test_operator_runs_the_whole_scenario_as_the_charts_service_account(
         finally:
             as_chart.stop()
             operator.start()
+
+
+# --------------------------------------------------------------------------- the admission objects
+
+WEBHOOKS = {
+    "MutatingWebhookConfiguration": [
+        "agenttasks.mutate.taskwarden.dev",
+        "agentapprovals.mutate.taskwarden.dev",
+        "pods.mutate.taskwarden.dev",
+    ],
+    "ValidatingWebhookConfiguration": [
+        "agenttasks.validate.taskwarden.dev",
+        "agentapprovals.validate.taskwarden.dev",
+        "pods.validate.taskwarden.dev",
+    ],
+}
+
+
+def webhooks_of(objs: list[Doc], name: str = "taskwarden") -> dict[str, Doc]:
+    """Every webhook of both configurations, by webhook name."""
+    found: dict[str, Doc] = {}
+    for kind, names in WEBHOOKS.items():
+        conf = one(objs, kind, name)
+        assert [w["name"] for w in conf["webhooks"]] == names
+        found.update({w["name"]: w for w in conf["webhooks"]})
+    return found
+
+
+def operator_webhooks(namespace: str, service: str, watch: tuple[str, ...] = ()) -> dict[str, Doc]:
+    """What the operator registers itself (webhooks.webhook_configurations), without caBundle."""
+    from taskwarden import config, webhooks
+
+    settings = config.Settings(
+        watch=config.WatchSettings(namespaces=watch, operator_namespace=namespace),
+        server=config.ServerSettings(webhook_service=service),
+    )
+    found: dict[str, Doc] = {}
+    for conf in webhooks.webhook_configurations(settings, ""):
+        for w in conf["webhooks"]:
+            w["clientConfig"].pop("caBundle", None)
+            found[w["name"]] = w
+    return found
+
+
+@pytest.mark.parametrize("watch", [(), ("agents", "tools")])
+def test_chart_webhooks_are_the_operators_plus_match_conditions(
+    helm: Path, tmp_path: Path, watch: tuple[str, ...]
+) -> None:
+    values: dict[str, Any] = {"watchNamespaces": list(watch)}
+    expected = operator_webhooks("taskwarden-system", "taskwarden", watch)
+    # The operator generates the CA: the chart renders exactly what the operator writes over it.
+    managed = webhooks_of(docs(render(helm, tmp_path, {**values, **OPERATOR_CA})))
+    for w in managed.values():
+        assert "caBundle" not in w["clientConfig"]
+    assert managed == expected
+    # The chart's CA: the same webhooks, with its caBundle, and the pod webhooks filtered by CEL.
+    objs = docs(render(helm, tmp_path, values))
+    ca = one(objs, "Secret", "taskwarden-webhook-ca")["data"]["tls.crt"]
+    rendered = webhooks_of(objs)
+    conditions = {}
+    for name, w in rendered.items():
+        assert w["clientConfig"].pop("caBundle") == ca
+        if w.get("matchConditions"):
+            conditions[name] = w.pop("matchConditions")
+    assert rendered == expected
+    assert set(conditions) == {"pods.mutate.taskwarden.dev", "pods.validate.taskwarden.dev"}
+    guard = conditions["pods.validate.taskwarden.dev"][0]["expression"]
+    for field in (
+        "v.secret.secretName",
+        "p.secret.name",
+        "object.spec.initContainers",
+        "object.spec.containers",
+        "object.spec.ephemeralContainers",
+        "e.valueFrom.secretKeyRef.name",
+        "e.secretRef.name",
+        "'taskwarden.dev/task' in object.metadata.annotations",
+    ):
+        assert field in guard
+    env = {
+        e["name"]: e.get("value")
+        for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TASKWARDEN_MANAGE_WEBHOOKS"] == "false"
+    operator_env = {
+        e["name"]: e.get("value")
+        for e in one(docs(render(helm, tmp_path, OPERATOR_CA)), "Deployment")["spec"]["template"][
+            "spec"
+        ]["containers"][0]["env"]
+    }
+    assert operator_env["TASKWARDEN_MANAGE_WEBHOOKS"] == "true"
+
+
+def test_webhook_values_render(helm: Path, tmp_path: Path) -> None:
+    """timeoutSeconds, the pod mutation's failurePolicy, hostNetwork and the port, the guard's
+    namespaces, the pod objectSelector, and matchConditions off."""
+    values = {
+        "webhook": {
+            "port": 10443,
+            "hostNetwork": True,
+            "timeoutSeconds": 12,
+            "pods": {
+                "mutation": {"failurePolicy": "Fail"},
+                "guard": {
+                    "namespaceSelector": {
+                        # null drops the default matchLabels (Helm merges maps).
+                        "matchLabels": None,
+                        "matchExpressions": [
+                            {"key": "taskwarden.dev/guard", "operator": "NotIn", "values": ["off"]}
+                        ],
+                    }
+                },
+                "objectSelector": {"matchLabels": {"example.org/agent": "true"}},
+                "matchConditions": False,
+            },
+        }
+    }
+    objs = docs(render(helm, tmp_path, values, namespace="tw"))
+    hooks = webhooks_of(objs)
+    assert {w["timeoutSeconds"] for w in hooks.values()} == {12}
+    failure = {name: w["failurePolicy"] for name, w in hooks.items()}
+    assert failure == {
+        "agenttasks.mutate.taskwarden.dev": "Fail",
+        "agentapprovals.mutate.taskwarden.dev": "Fail",
+        "pods.mutate.taskwarden.dev": "Fail",
+        "agenttasks.validate.taskwarden.dev": "Fail",
+        "agentapprovals.validate.taskwarden.dev": "Fail",
+        "pods.validate.taskwarden.dev": "Fail",
+    }
+    assert not [w for w in hooks.values() if "matchConditions" in w]
+    guard = hooks["pods.validate.taskwarden.dev"]["namespaceSelector"]
+    assert guard == {
+        "matchExpressions": [
+            {"key": "taskwarden.dev/guard", "operator": "NotIn", "values": ["off"]},
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", "tw"],
+            },
+        ]
+    }
+    for name in ("pods.mutate.taskwarden.dev", "pods.validate.taskwarden.dev"):
+        assert hooks[name]["objectSelector"] == {"matchLabels": {"example.org/agent": "true"}}
+    assert hooks["agenttasks.validate.taskwarden.dev"]["objectSelector"] == {}
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    (c,) = pod["containers"]
+    assert {"name": "https", "containerPort": 10443, "protocol": "TCP"} in c["ports"]
+    assert {"name": "TASKWARDEN_WEBHOOK_PORT", "value": "10443"} in c["env"]
+    # The Service still listens on 443 (what clientConfig names) and targets the named port.
+    svc = one(objs, "Service", "taskwarden")
+    assert (
+        svc["spec"]["ports"][0]["port"] == 443 and svc["spec"]["ports"][0]["targetPort"] == "https"
+    )
+    # Defaults: no hostNetwork, pod mutation Ignore, timeout 5.
+    default = docs(render(helm, tmp_path))
+    assert "hostNetwork" not in one(default, "Deployment")["spec"]["template"]["spec"]
+    hooks = webhooks_of(default)
+    assert hooks["pods.mutate.taskwarden.dev"]["failurePolicy"] == "Ignore"
+    assert {w["timeoutSeconds"] for w in hooks.values()} == {5}
+
+
+def test_cert_manager_renders_issuer_certificate_and_injection(helm: Path, tmp_path: Path) -> None:
+    values = {"certManager": {"enabled": True}}
+    proc = run([str(helm), "lint", "--strict", str(CHART), "--set", "certManager.enabled=true"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    objs = docs(render(helm, tmp_path, values, release="tw", namespace="sec"))
+    issuers = {o["metadata"]["name"]: o["spec"] for o in objs if o["kind"] == "Issuer"}
+    assert issuers == {
+        "tw-taskwarden-selfsigned": {"selfSigned": {}},
+        "tw-taskwarden-ca": {"ca": {"secretName": "tw-taskwarden-webhook-ca"}},
+    }
+    ca = one(objs, "Certificate", "tw-taskwarden-webhook-ca")["spec"]
+    assert ca["isCA"] is True and ca["secretName"] == "tw-taskwarden-webhook-ca"
+    assert ca["issuerRef"]["name"] == "tw-taskwarden-selfsigned"
+    cert = one(objs, "Certificate", "tw-taskwarden-webhook")["spec"]
+    # The Secret the operator reads, with every name it checks (webhooks.tls_hosts).
+    assert cert["secretName"] == "taskwarden-webhook-tls"
+    assert cert["issuerRef"] == {
+        "group": "cert-manager.io",
+        "kind": "Issuer",
+        "name": "tw-taskwarden-ca",
+    }
+    assert cert["dnsNames"][:3] == ["tw-taskwarden", "tw-taskwarden.sec", "tw-taskwarden.sec.svc"]
+    assert cert["ipAddresses"] == ["127.0.0.1"]
+    assert cert["renewBefore"] == "1440h"  # earlier than the operator's own 30-day renewal
+    for kind in WEBHOOKS:
+        conf = one(objs, kind, "tw-taskwarden")
+        assert conf["metadata"]["annotations"] == {
+            "cert-manager.io/inject-ca-from": "sec/tw-taskwarden-webhook"
+        }
+        assert not [w for w in conf["webhooks"] if "caBundle" in w["clientConfig"]]
+    assert not [o for o in objs if o["kind"] == "Secret"], "cert-manager writes the Secrets"
+    env = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TASKWARDEN_MANAGE_WEBHOOKS", "value": "false"} in env
+
+
+def test_crds_values_render(helm: Path, tmp_path: Path) -> None:
+    """crds.enabled / crds.keep / crds.kopfPeering, and the CRDs are those of crds/."""
+
+    def crds(values: dict[str, Any]) -> dict[str, Doc]:
+        objs = docs(render(helm, tmp_path, values))
+        return {o["metadata"]["name"]: o for o in objs if o["kind"] == "CustomResourceDefinition"}
+
+    source = {
+        d["metadata"]["name"]: d
+        for p in (ROOT / "crds").glob("*.yaml")
+        for d in yaml.safe_load_all(p.read_text())
+        if d
+    }
+    kept = crds({})
+    assert set(kept) == set(source) == CRD_NAMES
+    for name, crd in kept.items():
+        assert crd["spec"] == source[name]["spec"]
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert not [
+        c for c in crds({"crds": {"keep": False}}).values() if "annotations" in c["metadata"]
+    ]
+    assert crds({"crds": {"enabled": False}}) == {}
+    assert set(crds({"crds": {"kopfPeering": False}})) == {
+        n for n in CRD_NAMES if n.endswith(".taskwarden.dev")
+    }
+
+
+# --------------------------------------------------------------------------- helm, for real
+
+
+@pytest.fixture
+def helm_cli(helm: Path, cluster: controlplane.ControlPlane, tmp_path: Path) -> Callable[..., str]:
+    """Run helm against the test control plane, with its own cache/config directories."""
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(tmp_path / "helm-cache"),
+        "HELM_CONFIG_HOME": str(tmp_path / "helm-config"),
+        "HELM_DATA_HOME": str(tmp_path / "helm-data"),
+    }
+
+    def helm_run(*args: str, check: bool = True) -> str:
+        proc = subprocess.run(
+            [str(helm), "--kubeconfig", str(cluster.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            env=env,
+        )
+        if check:
+            assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    return helm_run
+
+
+@contextlib.contextmanager
+def adopted_crds(api: client.ApiClient, release: str, namespace: str) -> Iterator[None]:
+    """Let the release own the CRDs the session installed from crds/ (Helm adopts an object
+    annotated with its release), and put crds/ back afterwards, whatever the test did to them."""
+    ext = client.ApiextensionsV1Api(api)
+    for name in CRD_NAMES:
+        ext.patch_custom_resource_definition(
+            name,
+            {
+                "metadata": {
+                    "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                    "annotations": {
+                        "meta.helm.sh/release-name": release,
+                        "meta.helm.sh/release-namespace": namespace,
+                    },
+                }
+            },
+        )
+    try:
+        yield
+    finally:
+        for path in sorted((ROOT / "crds").glob("*.yaml")):
+            for body in yaml.safe_load_all(path.read_text()):
+                if body:
+                    current = ext.read_custom_resource_definition(body["metadata"]["name"])
+                    body["metadata"]["resourceVersion"] = current.metadata.resource_version
+                    ext.replace_custom_resource_definition(body["metadata"]["name"], body)
+
+
+def _cert(pem: str) -> Any:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
+def assert_operator_accepts(tls: dict[str, str], hosts: list[str]) -> None:
+    """The checks of webhooks.tls_problem: the operator serves this Secret as it is."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca, cert = _cert(tls["ca.crt"]), _cert(tls["tls.crt"])
+    key = serialization.load_pem_private_key(tls["tls.key"].encode(), password=None)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    assert key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+    assert cert.issuer == ca.subject
+    ca.public_key().verify(
+        cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm)
+    )
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = set(sans.get_values_for_type(x509.DNSName))
+    ips = {str(i) for i in sans.get_values_for_type(x509.IPAddress)}
+    assert set(hosts) <= names | ips, (hosts, names, ips)
+    for c in (ca, cert):
+        assert c.not_valid_after_utc.timestamp() - time.time() > 30 * 86400
+
+
+def release_leftovers(api: client.ApiClient, release: str, namespace: str) -> list[str]:
+    """Every object of the release still in the cluster, by its instance label."""
+    sel = f"app.kubernetes.io/instance={release}"
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    adm = client.AdmissionregistrationV1Api(api)
+    apps, policy = client.AppsV1Api(api), client.PolicyV1Api(api)
+    found: list[str] = []
+    for what, lister in (
+        ("MutatingWebhookConfiguration", adm.list_mutating_webhook_configuration),
+        ("ValidatingWebhookConfiguration", adm.list_validating_webhook_configuration),
+        ("ClusterRole", rbac.list_cluster_role),
+        ("ClusterRoleBinding", rbac.list_cluster_role_binding),
+        ("Role", rbac.list_role_for_all_namespaces),
+        ("RoleBinding", rbac.list_role_binding_for_all_namespaces),
+        ("Service", core.list_service_for_all_namespaces),
+        ("Secret", core.list_secret_for_all_namespaces),
+        ("ConfigMap", core.list_config_map_for_all_namespaces),
+        ("ServiceAccount", core.list_service_account_for_all_namespaces),
+        ("Pod", core.list_pod_for_all_namespaces),
+        ("Deployment", apps.list_deployment_for_all_namespaces),
+        ("PodDisruptionBudget", policy.list_pod_disruption_budget_for_all_namespaces),
+    ):
+        found += [f"{what} {o.metadata.name}" for o in lister(label_selector=sel).items]
+    # And the fixed names, whatever their labels.
+    for name in ("taskwarden-webhook-tls", f"{release}-taskwarden-webhook-ca"):
+        with contextlib.suppress(ApiException):
+            core.read_namespaced_secret(name, namespace)
+            found.append(f"Secret {name}")
+    return found
+
+
+def refused(create: Callable[[], Any]) -> str:
+    with pytest.raises(ApiException) as exc:
+        create()
+    return str(exc.value.body)
+
+
+def test_helm_install_upgrade_uninstall_leaves_nothing_that_blocks_writes(
+    api: client.ApiClient,
+    crds: list[str],
+    helm_cli: Callable[..., str],
+    make_namespace: Callable[..., str],
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """(a) the installed webhook configurations carry the chart CA's caBundle, and an upgrade
+    keeps CA and certificate; the pod webhooks are called only for pods that can matter.
+    (b) after `helm uninstall` creating an AgentTask and pods is not blocked, and nothing of the
+    release is left but the kept CRDs."""
+    op_ns = make_namespace("tw-rel")
+    core = client.CoreV1Api(api)
+    core.patch_namespace(namespace, {"metadata": {"labels": {"taskwarden.dev/enforce": "true"}}})
+    release = f"h{uuid.uuid4().hex[:6]}"
+    full = f"{release}-taskwarden"
+    vf = tmp_path / "values.yaml"
+    # Only this test's namespace is watched, so its webhooks touch nothing else in the session.
+    vf.write_text(
+        yaml.safe_dump({"watchNamespaces": [namespace], "webhook": {"timeoutSeconds": 2}})
+    )
+    adm = client.AdmissionregistrationV1Api(api)
+
+    def secret(name: str) -> dict[str, str]:
+        data = core.read_namespaced_secret(name, op_ns).data
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    def bundles() -> set[str]:
+        confs = [
+            adm.read_mutating_webhook_configuration(full),
+            adm.read_validating_webhook_configuration(full),
+        ]
+        return {
+            base64.b64decode(w.client_config.ca_bundle).decode() for c in confs for w in c.webhooks
+        }
+
+    def pod(name: str, annotations: dict[str, str] | None = None, secret_name: str = "") -> Doc:
+        spec: Doc = {
+            "serviceAccountName": "agent",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "agent", "image": "busybox"}],
+        }
+        if secret_name:
+            spec["volumes"] = [{"name": "c", "secret": {"secretName": secret_name}}]
+        return {"metadata": {"name": name, "annotations": annotations or {}}, "spec": spec}
+
+    h.service_account(api, namespace, "agent")
+    installed = False
+    with adopted_crds(api, release, op_ns):
+        try:
+            helm_cli("install", release, str(CHART), "-n", op_ns, "-f", str(vf))
+            installed = True
+            # (a) caBundle is the chart's CA, which signed the certificate the operator serves.
+            ca = secret(f"{full}-webhook-ca")
+            tls = secret("taskwarden-webhook-tls")
+            assert bundles() == {ca["tls.crt"]} and tls["ca.crt"] == ca["tls.crt"]
+            assert_operator_accepts(
+                tls, ["127.0.0.1", full, f"{full}.{op_ns}", f"{full}.{op_ns}.svc"]
+            )
+            # An upgrade reuses CA and certificate (lookup), so caBundle never changes under
+            # running replicas.
+            helm_cli("upgrade", release, str(CHART), "-n", op_ns, "-f", str(vf))
+            assert secret(f"{full}-webhook-ca") == ca and secret("taskwarden-webhook-tls") == tls
+            assert bundles() == {ca["tls.crt"]}
+
+            # No operator serves the Service: whatever reaches the webhooks is refused (Fail)...
+            body = refused(lambda: h.create_task(api, namespace, h.task_body("blocked")))
+            assert f"{full}.{op_ns}.svc" in body and "agenttasks.mutate.taskwarden.dev" in body
+            body = refused(
+                lambda: core.create_namespaced_pod(
+                    namespace, pod("mounts", secret_name="x-credential")
+                )
+            )
+            assert "pods.validate.taskwarden.dev" in body and "timeout=2s" in body
+            body = refused(
+                lambda: core.create_namespaced_pod(
+                    namespace, pod("annotated", annotations={"taskwarden.dev/task": "t"})
+                )
+            )
+            assert "pods.validate.taskwarden.dev" in body
+            # Every other kind of reference the guard checks reaches it too (the CEL is real).
+            ref = {"name": "x-credential"}
+            for field, spec in (
+                (
+                    "projected",
+                    {"volumes": [{"name": "p", "projected": {"sources": [{"secret": ref}]}}]},
+                ),
+                (
+                    "env",
+                    {
+                        "containers": [
+                            {
+                                "name": "a",
+                                "image": "busybox",
+                                "env": [
+                                    {
+                                        "name": "T",
+                                        "valueFrom": {"secretKeyRef": {**ref, "key": "token"}},
+                                    }
+                                ],
+                            }
+                        ]
+                    },
+                ),
+                (
+                    "envfrom",
+                    {
+                        "initContainers": [
+                            {"name": "i", "image": "busybox", "envFrom": [{"secretRef": ref}]}
+                        ]
+                    },
+                ),
+            ):
+                body_ = pod(f"ref-{field}")
+                body_["spec"].update(spec)
+                body = refused(lambda b_=body_: core.create_namespaced_pod(namespace, b_))
+                assert "pods.validate.taskwarden.dev" in body, field
+            # ...but a pod that references no credential never reaches them (matchConditions).
+            core.create_namespaced_pod(namespace, pod("plain"))
+            core.create_namespaced_pod(namespace, pod("other-secret", secret_name="db-password"))
+
+            # (b) Uninstall: nothing blocks writes any more.
+            helm_cli("uninstall", release, "-n", op_ns, "--wait", "--timeout", "60s")
+            installed = False
+            h.create_task(api, namespace, h.task_body("after"))
+            core.create_namespaced_pod(namespace, pod("mounts", secret_name="after-credential"))
+            core.create_namespaced_pod(
+                namespace, pod("annotated", annotations={"taskwarden.dev/task": "after"})
+            )
+            wait_for(
+                lambda: not release_leftovers(api, release, op_ns),
+                timeout=60,
+                what=f"nothing of release {release} left",
+            )
+            # The CRDs are kept (crds.keep), and with them the tasks.
+            ext = client.ApiextensionsV1Api(api)
+            for name in CRD_NAMES:
+                crd = ext.read_custom_resource_definition(name)
+                assert crd.metadata.annotations["helm.sh/resource-policy"] == "keep"
+            assert h.get(api, namespace, "agenttasks", "after")
+        finally:
+            if installed:
+                helm_cli("uninstall", release, "-n", op_ns, check=False)
+
+
+def test_helm_upgrade_from_the_previous_chart_version_upgrades_the_crds(
+    api: client.ApiClient,
+    crds: list[str],
+    helm_cli: Callable[..., str],
+    make_namespace: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """(c) 0.0.9 (its AgentTask CRD lacks status.delegationDepth) -> this chart adds the field."""
+    import shutil
+
+    previous = tmp_path / "previous" / "taskwarden"
+    shutil.copytree(CHART, previous)
+    meta = yaml.safe_load((previous / "Chart.yaml").read_text())
+    meta["version"] = "0.0.9"
+    (previous / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    crd_file = previous / "files" / "crds" / "agenttask.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    del status["properties"]["delegationDepth"]
+    crd_file.write_text(yaml.safe_dump(crd))
+
+    ext = client.ApiextensionsV1Api(api)
+
+    def status_fields() -> set[str]:
+        live = api.sanitize_for_serialization(
+            ext.read_custom_resource_definition("agenttasks.taskwarden.dev")
+        )
+        schema = live["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        return set(schema["properties"]["status"]["properties"])
+
+    op_ns, watched = make_namespace("tw-up"), make_namespace("tw-upw")
+    release = f"u{uuid.uuid4().hex[:6]}"
+    args = ("-n", op_ns, "--set", f"watchNamespaces={{{watched}}}")
+    installed = False
+    with adopted_crds(api, release, op_ns):
+        try:
+            helm_cli("install", release, str(previous), *args)
+            installed = True
+            assert "delegationDepth" not in status_fields()
+            helm_cli("upgrade", release, str(CHART), *args)
+            assert "delegationDepth" in status_fields()
+            history = json.loads(helm_cli("history", release, "-n", op_ns, "-o", "json"))
+            current = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+            assert [r["chart"] for r in history] == ["taskwarden-0.0.9", f"taskwarden-{current}"]
+        finally:
+            if installed:
+                helm_cli("uninstall", release, "-n", op_ns, check=False)
