@@ -1191,15 +1191,16 @@ def webhooks_of(objs: list[Doc], name: str = "taskwarden") -> dict[str, Doc]:
 
 
 def operator_webhooks(namespace: str, service: str, watch: tuple[str, ...] = ()) -> dict[str, Doc]:
-    """What the operator registers itself (webhooks.webhook_configurations), without caBundle."""
-    from taskwarden import config, webhooks
+    """What the operator registers itself (webhook_config.webhook_configurations), no caBundle."""
+    from taskwarden import config
+    from taskwarden.server import webhook_config
 
     settings = config.Settings(
         watch=config.WatchSettings(namespaces=watch, operator_namespace=namespace),
         server=config.ServerSettings(webhook_service=service),
     )
     found: dict[str, Doc] = {}
-    for conf in webhooks.webhook_configurations(settings, ""):
+    for conf in webhook_config.webhook_configurations(settings, ""):
         for w in conf["webhooks"]:
             w["clientConfig"].pop("caBundle", None)
             found[w["name"]] = w
