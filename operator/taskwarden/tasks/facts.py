@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from taskwarden import approvals, identity, lifecycle, names, policy, timeutil
+from taskwarden import approvals, bodies, identity, lifecycle, names, policy, timeutil
 
 Key = tuple[str, str]
 """(namespace, name) of a task."""
@@ -95,12 +95,12 @@ class Facts:
         return meta(self.body)[:2]
 
     @property
-    def spec(self) -> Mapping[str, Any]:
-        return self.body.get("spec") or {}
+    def spec(self) -> bodies.TaskSpec:
+        return cast(bodies.TaskSpec, self.body.get("spec") or {})
 
     @property
-    def status(self) -> Mapping[str, Any]:
-        return self.body.get("status") or {}
+    def status(self) -> bodies.TaskStatus:
+        return cast(bodies.TaskStatus, self.body.get("status") or {})
 
     @property
     def phase(self) -> str | None:
