@@ -8,6 +8,15 @@ are written the way `kubectl` users know from Go tools. `policy` parses them whe
 The grammar follows Go's `time.ParseDuration` (units ns, us/µs, ms, s, m, h; a bare "0"), with
 two deliberate restrictions: a sign is rejected (a negative lifetime is always a mistake) and the
 value is computed exactly, then rounded to whole nanoseconds like Go does.
+
+Why not durationpy (which the Kubernetes client already installs)? Checked against 0.11, it
+parses a different language than the API server's CEL `duration()` and the CRD patterns:
+it accepts junk between components ("1h!30m" is 90 minutes), units Go does not have ("1d",
+"2w", "1y"), and signs; it computes in floats and rounds to microseconds ("1ns" is 0); and it
+has no int64 bound. An operator that reads "1d" where the API server refuses it, or "1h!30m"
+as valid, would disagree with admission. tests/unit/test_durations.py pins these differences,
+so a durationpy that fixes them fails a test and this choice can be revisited. It would also
+make pure policy code depend on a package it gets only through the Kubernetes client.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Prometheus metric definitions (names fixed by the contract). Definitions only, no logic.
+"""Prometheus metric definitions (names fixed by the contract). Definitions only, no logic;
+`taskwarden_build_info` is set here, once, from installed package metadata (kopf is not imported).
 
 Services import this module and update the metrics; cli.py serves them on the metrics port.
 No label ever carries a token, a jti or any other per-credential value (bounded cardinality).
@@ -6,7 +7,12 @@ No label ever carries a token, a jti or any other per-credential value (bounded 
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from taskwarden import __version__
 
 _LATENCY = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -46,7 +52,13 @@ identity_verifications = Counter(
 )
 signing_key_age = Gauge("taskwarden_signing_key_age_seconds", "Age of the active signing key.")
 revocation_list_entries = Gauge(
-    "taskwarden_revocation_list_entries", "Entries in the published revocation list."
+    "taskwarden_revocation_list_entries",
+    "Revoked, unexpired jti this replica holds; above the capacity the soonest-expiring are "
+    "left out of the published list.",
+)
+revocation_list_capacity = Gauge(
+    "taskwarden_revocation_list_capacity",
+    "Most entries the published revocation list holds (TASKWARDEN_REVOCATION_MAX_ENTRIES).",
 )
 reconcile_errors = Counter(
     "taskwarden_reconcile_errors", "Errors while reconciling a task, by stage.", ["stage"]
@@ -54,3 +66,24 @@ reconcile_errors = Counter(
 live_tasks = Gauge(
     "taskwarden_live_tasks", "Non-terminal tasks the operator is tracking (Pending to Active)."
 )
+replica_active = Gauge(
+    "taskwarden_replica_active",
+    "1 while this replica reconciles tasks (standalone, or the active peer); 0 on a standby.",
+)
+build_info = Gauge(
+    "taskwarden_build_info",
+    "Always 1; the labels say which build runs.",
+    ["version", "python", "kopf"],
+)
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+build_info.labels(
+    version=__version__, python=platform.python_version(), kopf=_dist_version("kopf")
+).set(1)

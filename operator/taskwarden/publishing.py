@@ -173,6 +173,7 @@ class RevocationPublisher:
     ) -> None:
         self.kube, self.namespace, self.settings, self.clock = kube, namespace, settings, clock
         self.list = RevocationList(max_entries=settings.revocation_max_entries)
+        metrics.revocation_list_capacity.set(settings.revocation_max_entries)
         self._rv: str | None = None
         self._dirty = asyncio.Event()
         self._waiters: list[asyncio.Future[None]] = []
@@ -187,6 +188,7 @@ class RevocationPublisher:
             return
         self.list.merge(RevocationList.from_configmap_data(cm.get("data") or {}))
         self._rv = cm["metadata"]["resourceVersion"]
+        metrics.revocation_list_entries.set(len(self.list))
 
     def add(self, jti: str, exp: float) -> asyncio.Future[None]:
         """Record a revoked jti; the future resolves once the ConfigMap holds it."""
@@ -195,6 +197,7 @@ class RevocationPublisher:
             fut.set_result(None)  # already expired: nothing to publish
             return fut
         self.list.add(jti, exp)
+        metrics.revocation_list_entries.set(len(self.list))
         self._waiters.append(fut)
         self._dirty.set()
         return fut
@@ -215,8 +218,8 @@ class RevocationPublisher:
     async def flush(self) -> None:
         waiters, self._waiters = self._waiters, []
         try:
-            dropped = self.list.prune(self.clock())
-            del dropped
+            self.list.prune(self.clock())
+            metrics.revocation_list_entries.set(len(self.list))
             for _ in range(10):
                 try:
                     if self._rv is None:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskwarden import config, names, server
+from taskwarden import config, metrics, names, server
 from taskwarden import index as index_mod
 from taskwarden import kube as kube_mod
 from taskwarden.index import Index
@@ -131,12 +131,20 @@ class Runtime:
             await self.revocations.flush()
         self.kube.close()
 
+    def set_active(self, active: bool) -> None:
+        """Let this replica reconcile (or stop it), and say so in taskwarden_replica_active."""
+        if active:
+            self.reconciler.active.set()
+        else:
+            self.reconciler.active.clear()
+        metrics.replica_active.set(1 if active else 0)
+
     def on_peering(self, paused: bool) -> None:
         """kopf peering paused (standby) or resumed (active) this replica."""
         if paused:
             if self.reconciler.active.is_set():
                 log.info("standby: another replica is active; pausing all work")
-            self.reconciler.active.clear()
+            self.set_active(False)
             return
         if self.reconciler.active.is_set() or self.extras.get("resuming"):
             return
@@ -147,7 +155,7 @@ class Runtime:
                 await self.revocations.load()
                 await self.warm()
                 await self.resync_tasks()
-                self.reconciler.active.set()
+                self.set_active(True)
                 log.info("active: this replica now reconciles tasks")
             finally:
                 self.extras.pop("resuming", None)
@@ -175,6 +183,6 @@ async def build(settings: config.Settings) -> Runtime:
     )
     if not settings.watch.peering:
         await rt.resync_tasks()
-        rt.reconciler.active.set()  # standalone: always active
+        rt.set_active(True)  # standalone: always active
     # With peering, kopf starts paused and logs when it resumes: handlers.py relays that here.
     return rt

@@ -57,6 +57,8 @@ ALERTS = {
     "TaskwardenWebhookLatencyHigh",
     "TaskwardenSigningKeyOld",
     "TaskwardenOperatorDown",
+    "TaskwardenNoActiveReplica",
+    "TaskwardenRevocationListNearCapacity",
 }
 
 # The operator's own objects in its namespace (publishing.py, webhooks) and its webhook
@@ -453,6 +455,8 @@ def test_monitoring_objects(helm: Path, tmp_path: Path) -> None:
     assert by_name["TaskwardenWebhookLatencyHigh"].rstrip().endswith("> 0.02")
     # 1.5 x the configured rotation period (3600 s in these values).
     assert by_name["TaskwardenSigningKeyOld"].rstrip().endswith("> 5400")
+    assert "taskwarden_replica_active" in by_name["TaskwardenNoActiveReplica"]
+    assert by_name["TaskwardenRevocationListNearCapacity"].rstrip().endswith("> 0.8")
 
     cm = one(objs, "ConfigMap", "taskwarden-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -1014,6 +1018,10 @@ FIRING = [
         webhook="pods",
     ),
     _series("taskwarden_signing_key_age_seconds", "200000x30"),
+    _series("taskwarden_replica_active", "0x30", pod="a"),
+    _series("taskwarden_replica_active", "0x30", pod="b"),
+    _series("taskwarden_revocation_list_entries", "17000x30"),
+    _series("taskwarden_revocation_list_capacity", "20000x30"),
 ]
 HEALTHY = [
     _series("up", "1x30"),
@@ -1029,6 +1037,17 @@ HEALTHY = [
         webhook="pods",
     ),
     _series("taskwarden_signing_key_age_seconds", "3600x30"),
+    _series("taskwarden_replica_active", "1x30", pod="a"),
+    _series("taskwarden_replica_active", "0x30", pod="b"),
+    _series("taskwarden_revocation_list_entries", "15000x30"),
+    _series("taskwarden_revocation_list_capacity", "20000x30"),
+]
+# Both replicas scraped and `up`, neither active: only TaskwardenNoActiveReplica notices.
+STANDBYS_ONLY = [
+    _series("up", "1x30", pod="a"),
+    _series("up", "1x30", pod="b"),
+    _series("taskwarden_replica_active", "0x30", pod="a"),
+    _series("taskwarden_replica_active", "0x30", pod="b"),
 ]
 EXPECTED_LABELS = {
     "TaskwardenIssuanceFailures": {"severity": "warning"},
@@ -1038,6 +1057,9 @@ EXPECTED_LABELS = {
     "TaskwardenSigningKeyOld": {"severity": "warning"},
     # absent() of a comparison carries no labels of the series.
     "TaskwardenOperatorDown": {"severity": "critical"},
+    # max() over the replicas: no per-pod labels.
+    "TaskwardenNoActiveReplica": {"severity": "critical"},
+    "TaskwardenRevocationListNearCapacity": {"severity": "warning"},
 }
 
 
@@ -1085,6 +1107,18 @@ def test_alert_rules_with_promtool(helm: Path, tmp_path: Path) -> None:
                 "alert_rule_test": [
                     {"eval_time": "20m", "alertname": name, "exp_alerts": []}
                     for name in EXPECTED_LABELS
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": STANDBYS_ONLY,
+                "alert_rule_test": [
+                    {
+                        "eval_time": "20m",
+                        "alertname": "TaskwardenNoActiveReplica",
+                        "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
+                    },
+                    {"eval_time": "20m", "alertname": "TaskwardenOperatorDown", "exp_alerts": []},
                 ],
             },
         ],

@@ -62,6 +62,9 @@ def test_only_the_active_replica_issues_and_the_standby_takes_over(
         assert not (by[0] and by[1]), f"both replicas issued: {by}"
         active = replicas[0] if by[0] else replicas[1]
         standby = replicas[1] if by[0] else replicas[0]
+        # `up` is 1 on both; taskwarden_replica_active tells them apart (TaskwardenNoActiveReplica).
+        assert active.metric("taskwarden_replica_active") == 1
+        assert standby.metric("taskwarden_replica_active") == 0
         active.kill()
         # In a cluster one Service fronts every replica's webhook server; locally each replica
         # has its own port, so point the webhook configurations at the survivor, as the
@@ -70,6 +73,7 @@ def test_only_the_active_replica_issues_and_the_standby_takes_over(
         env.create_task("after-failover")
         h.wait_phase(api, namespace, "after-failover", "Active", timeout=60)
         h.wait_for(lambda: "after-failover" in _issued(standby), what="standby issued")
+        assert standby.metric("taskwarden_replica_active") == 1
     finally:
         for op in replicas:
             op.stop()
