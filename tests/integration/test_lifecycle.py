@@ -267,13 +267,15 @@ def test_rotation_with_failed_recheck_revokes(
     operator_namespace: str,
     active_task: ActiveTask,
 ) -> None:
-    jti = active_task("recheck", ttl="1m", credential_ttl="10s").jti
+    # 30 s, not 10 s: a restart on a loaded machine can take over 10 s, and a token that has
+    # already expired is rightly never listed, which made this test fail for the wrong reason.
+    jti = active_task("recheck", ttl="2m", credential_ttl="30s").jti
     # The operator's pod index must not see the change before rotation time: stop it first.
     operator.stop()
     try:
         h.delete_pod(api, namespace, "agent-0")
     finally:
         operator.start()
-    st = h.wait_phase(api, namespace, "recheck", "Revoked", timeout=20)["status"]
+    st = h.wait_phase(api, namespace, "recheck", "Revoked", timeout=40)["status"]
     assert st["reason"] == "PodGone"
     _assert_revoked(api, namespace, "recheck", jti, operator_namespace)
