@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -125,6 +126,13 @@ def stamped_task(name: str = "triage", username: str = AGENT, **kw: Any) -> dict
 
 
 def response(webhook: str, body: Any, facts: admission.Facts | None = None) -> dict[str, Any]:
+    """The review's answer; Secrets it needs and `facts` did not read are absent (None), as the
+    server reads them in a namespace without them."""
+    facts = facts or admission.Facts()
+    need = admission.needs(webhook, body)
+    if need is not None and any(n not in facts.secrets for n in need.secrets):
+        absent = {n: None for n in need.secrets}
+        facts = dataclasses.replace(facts, secrets={**absent, **facts.secrets})
     out = admission.review(webhook, body, facts)
     assert out["apiVersion"] == "admission.k8s.io/v1" and out["kind"] == "AdmissionReview"
     return dict(out["response"])
@@ -387,9 +395,15 @@ def test_narrowing_child_is_allowed() -> None:
     allowed(admission.VALIDATE_TASKS, body, chain_facts(parent_task()))
 
 
-def test_needs_asks_for_the_parent_chain_and_policies() -> None:
+def test_needs_asks_for_the_parent_chain_policies_and_the_credential_secret() -> None:
     need = admission.needs(admission.VALIDATE_TASKS, child_body())
-    assert need == admission.Needs(NS, policies=True, tasks=("parent",), follow_delegation=True)
+    assert need == admission.Needs(
+        NS,
+        policies=True,
+        tasks=("parent",),
+        follow_delegation=True,
+        secrets=("child-credential",),
+    )
     assert admission.needs(admission.MUTATE_TASKS, child_body()) is None
 
 
