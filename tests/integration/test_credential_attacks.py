@@ -42,7 +42,7 @@ def foreign_secret(api: client.ApiClient, ns: str, name: str) -> None:
     )
 
 
-# --------------------------------------------------------------------------- 4: deletes only its own
+# ------------------------------------------------------------------ 4: deletes only its own
 
 
 def test_a_task_named_after_someone_elses_secret_is_refused(
@@ -77,3 +77,118 @@ def test_an_ending_task_never_deletes_or_overwrites_a_secret_it_does_not_own(
     kept = h.secret_or_none(api, namespace, "db-credential")
     assert kept is not None and kept.type == "Opaque"
     assert base64.b64decode(kept.data["password"]) == b"db-password"
+
+
+# --------------------------------------------------------------------------- 5, 6: approvals
+
+
+def approval_body(name: str, task: str, spec_hash: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{h.GROUP}/{h.VERSION}",
+        "kind": "AgentApproval",
+        "metadata": {"name": name},
+        "spec": {"taskName": task, "specHash": spec_hash, "decision": "approve", **spec},
+    }
+
+
+def approval_env(agent_env: Callable[..., h.AgentEnv], approvers: list[str]) -> h.AgentEnv:
+    extra = {"approvers": approvers, "requesters": ["user:alice"]}
+    return agent_env(policy=h.policy_body(approval="required", extra=extra))
+
+
+def test_a_re_created_task_does_not_inherit_the_approval_of_its_namesake(
+    api: client.ApiClient,
+    namespace: str,
+    agent_env: Callable[..., h.AgentEnv],
+    operator: h.OperatorProcess,
+    webhooks: None,
+) -> None:
+    env = approval_env(agent_env, ["user:alice"])
+    first = env.task("refund", phase="AwaitingApproval")
+    spec_hash = first.status["specHash"]
+    alice = h.as_user(api, "alice")
+    made = h.create(alice, namespace, "agentapprovals", approval_body("ok", "refund", spec_hash))
+    assert made["spec"]["taskUID"] == first.uid  # stamped by admission
+    first.wait("Active")
+    h.custom(api).delete_namespaced_custom_object(
+        h.GROUP, h.VERSION, namespace, "agenttasks", "refund"
+    )
+    h.wait_for(
+        lambda: (
+            "refund"
+            not in {
+                t["metadata"]["name"]
+                for t in h.custom(api).list_namespaced_custom_object(
+                    h.GROUP, h.VERSION, namespace, "agenttasks"
+                )["items"]
+            }
+        ),
+        what="task refund deleted",
+    )
+    h.wait_for(
+        lambda: h.secret_or_none(api, namespace, "refund-credential") is None,
+        what="old credential Secret gone",
+    )
+    # Same name, same spec, well within approvalTTL: the controller judged approval `ok` (it is
+    # in its index) and still waits for an approval of this task's own.
+    second = env.task("refund", phase="AwaitingApproval")
+    assert second.uid != first.uid and second.status["specHash"] == spec_hash
+    assert h.get(api, namespace, "agentapprovals", "ok")["spec"]["taskUID"] == first.uid
+    # Replaying the first task's UID in a new approval is refused by name of the field.
+    message = refusal(
+        h.create,
+        alice,
+        namespace,
+        "agentapprovals",
+        approval_body("replay", "refund", spec_hash, taskUID=first.uid),
+    )
+    assert f"spec.taskUID: '{first.uid}' is not the UID {second.uid} of task refund" in message
+    assert h.secret_or_none(api, namespace, "refund-credential") is None
+
+
+def test_a_service_account_cannot_approve_through_a_group(
+    cluster: Any,
+    api: client.ApiClient,
+    namespace: str,
+    agent_env: Callable[..., h.AgentEnv],
+    operator: h.OperatorProcess,
+    webhooks: None,
+) -> None:
+    env = approval_env(agent_env, [f"group:system:serviceaccounts:{namespace}"])
+    task = env.task("deploy", phase="AwaitingApproval")
+    spec_hash = task.status["specHash"]
+    h.pod(api, namespace, "bot-0", "reviewer")
+    bot = h.agent_api(cluster, api, namespace, "reviewer", "bot-0")
+    message = refusal(
+        h.create, bot, namespace, "agentapprovals", approval_body("bot", "deploy", spec_hash)
+    )
+    assert f"system:serviceaccount:{namespace}:reviewer is a ServiceAccount" in message
+    assert "names it explicitly" in message
+    # A human claiming the ServiceAccounts group through impersonation fares no better.
+    claimer = h.as_user(api, "mallory", f"system:serviceaccounts:{namespace}")
+    message = refusal(
+        h.create, claimer, namespace, "agentapprovals", approval_body("m", "deploy", spec_hash)
+    )
+    assert "request.userInfo.username: mallory is a ServiceAccount" in message
+    assert task.phase() == "AwaitingApproval"
+
+
+def test_the_agent_cannot_approve_its_own_task_even_when_listed_by_name(
+    cluster: Any,
+    api: client.ApiClient,
+    namespace: str,
+    agent_env: Callable[..., h.AgentEnv],
+    operator: h.OperatorProcess,
+    webhooks: None,
+) -> None:
+    env = approval_env(agent_env, [f"user:system:serviceaccount:{namespace}:agent"])
+    task = env.task("escalate", creator=h.as_user(api, "alice"), phase="AwaitingApproval")
+    message = refusal(
+        h.create,
+        env.agent_api(),
+        namespace,
+        "agentapprovals",
+        approval_body("self", "escalate", task.status["specHash"]),
+    )
+    assert "is the agent of task escalate and cannot approve its own access" in message
+    assert task.phase() == "AwaitingApproval"

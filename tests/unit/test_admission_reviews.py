@@ -540,11 +540,15 @@ def test_delegated_task_must_be_created_by_the_parent_agent() -> None:
 # --------------------------------------------------------------------------- AgentApproval
 
 
+TASK_UID = "0b7c-refund-uid"
+
+
 def approval_obj(
     task: str = "refund",
     spec_hash: str | None = None,
     decision: str = "approve",
     annotations: dict[str, str] | None = None,
+    task_uid: str | None = TASK_UID,
 ) -> dict[str, Any]:
     md: dict[str, Any] = {"name": f"{task}-ok", "namespace": NS}
     if annotations is not None:
@@ -558,6 +562,7 @@ def approval_obj(
             "specHash": spec_hash or policy.spec_hash(TASK_SPEC),
             "decision": decision,
             "reason": "ok",
+            **({"taskUID": task_uid} if task_uid is not None else {}),
         },
     }
 
@@ -567,6 +572,7 @@ TASK_SPEC = stamped_task("refund")["spec"]
 
 def target_task(requester: str = AGENT, phase: str = "AwaitingApproval") -> dict[str, Any]:
     t = stamped_task("refund", username=requester)
+    t["metadata"]["uid"] = TASK_UID
     t["status"] = {"phase": phase, "specHash": policy.spec_hash(t["spec"])}
     return t
 
@@ -621,6 +627,45 @@ def test_needs_asks_for_the_task_and_policies() -> None:
     assert admission.needs(admission.VALIDATE_APPROVALS, approver_body()) == admission.Needs(
         NS, policies=True, tasks=("refund",)
     )
+    assert admission.needs(admission.MUTATE_APPROVALS, approver_body()) == admission.Needs(
+        NS, tasks=("refund",)
+    )
+
+
+def test_approval_is_stamped_with_the_uid_of_the_task_it_names() -> None:
+    body = review_body(
+        "AgentApproval", approval_obj(task_uid=None), username="alice", groups=["sre"], extra={}
+    )
+    out = apply_patch(
+        body["request"]["object"],
+        patch_of(allowed(admission.MUTATE_APPROVALS, body, approval_facts())),
+    )
+    assert out["spec"]["taskUID"] == TASK_UID
+
+
+@pytest.mark.parametrize("task_uid", [None, "uid-of-a-deleted-refund"])
+def test_an_approval_bound_to_another_task_uid_is_refused(task_uid: str | None) -> None:
+    message = denied(
+        admission.VALIDATE_APPROVALS, approver_body(task_uid=task_uid), approval_facts()
+    )
+    assert message.startswith(f"spec.taskUID: {task_uid!r} is not the UID {TASK_UID}")
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        ["system:serviceaccounts", "system:serviceaccounts:agents", "system:authenticated"],
+        ["sre", "system:serviceaccounts"],
+    ],
+)
+def test_a_service_account_approves_only_when_named_explicitly(groups: list[str]) -> None:
+    bot = f"system:serviceaccount:{NS}:reviewer"
+    by_group = approval_facts(approvers=["group:system:serviceaccounts", "group:sre"])
+    message = denied(admission.VALIDATE_APPROVALS, approver_body(bot, groups), by_group)
+    assert message.startswith(f"request.userInfo.username: {bot} is a ServiceAccount")
+    assert "names it explicitly" in message
+    named = approval_facts(approvers=[f"user:{bot}"])
+    allowed(admission.VALIDATE_APPROVALS, approver_body(bot, groups), named)
 
 
 @pytest.mark.parametrize(
