@@ -159,10 +159,10 @@ def _check_approver(
         pol_name = envelope.as_map(pol.get("metadata")).get("name")
         if policy.is_service_account(req.username, req.groups):
             raise envelope.Denied(
-                f"request.userInfo.username: {req.username} is a ServiceAccount, which may "
-                f"approve only when spec.approvers of policy {pol_name} names it explicitly "
-                f"(user:{req.username}), never through a group; policy {pol_name} covers task "
-                f"{name}"
+                f"request.userInfo.username: {req.username} is a ServiceAccount and is not listed "
+                f"in spec.approvers of policy {pol_name} by its own name (user:{req.username}); "
+                "a ServiceAccount may approve only when named explicitly, never through a group; "
+                f"policy {pol_name} covers task {name}"
             )
         raise envelope.Denied(
             f"request.userInfo.username: {req.username} is not listed in spec.approvers of "

@@ -66,11 +66,13 @@ def needs(webhook: str, body: Any) -> envelope.Needs | None:
     try:
         req = envelope.parse(body)
         entry = REVIEWS.get(webhook)
-        if entry is None or req.operation != "CREATE":
+        if entry is None:
             return None
         kind, _, reads = entry
         if reads is None or req.kind != kind:
             return None
+        if req.operation != "CREATE" and webhook != envelope.VALIDATE_PODS:
+            return None  # the pod guard also reviews pods/ephemeralcontainers UPDATEs
         return reads(req)
     except Exception:
         return None

@@ -75,6 +75,8 @@ class Request:
     uid: str
     operation: str
     kind: str
+    sub_resource: str
+    """request.subResource, e.g. `ephemeralcontainers` for `kubectl debug` ('' for none)."""
     namespace: str
     name: str
     obj: Mapping[str, Any]
@@ -155,6 +157,7 @@ def parse(body: Any) -> Request:
         uid=uid,
         operation=str(operation),
         kind=kind,
+        sub_resource=as_str(request.get("subResource")),
         namespace=as_str(request.get("namespace")) or as_str(metadata.get("namespace")),
         name=as_str(request.get("name")) or as_str(metadata.get("name")),
         obj=as_map(obj),
