@@ -153,6 +153,11 @@ k -n "${AGENT_NS}" create rolebinding research-agent-tasks \
   --clusterrole=taskwarden:agent --serviceaccount="${AGENT_NS}:${AGENT_SA}" \
   --dry-run=client -o yaml | k apply -f -
 
+# The task first: the pod guard refuses a pod naming the credential of a task that does not
+# exist yet (it waits Pending for a Running pod of its ServiceAccount).
+log "the agent asks for access: AgentTask ${TASK}, created as ${AGENT_SA}"
+as_agent apply -f manifests/examples/task.yaml
+
 log "starting the agent pod (busybox)"
 k apply -f manifests/examples/agent-pod.yaml
 k -n "${AGENT_NS}" wait --for=condition=Ready "pod/${POD}" --timeout "${TIMEOUT}s"
@@ -160,8 +165,6 @@ k -n "${AGENT_NS}" wait --for=condition=Ready "pod/${POD}" --timeout "${TIMEOUT}
 mounts="$(k -n "${AGENT_NS}" get pod "${POD}" -o jsonpath='{.spec.containers[0].volumeMounts[*].mountPath}')"
 [[ "${mounts}" == *"/var/run/secrets/taskwarden.dev"* ]] || die "pod has no taskwarden mount: ${mounts}"
 
-log "the agent asks for access: AgentTask ${TASK}, created as ${AGENT_SA}"
-as_agent apply -f manifests/examples/task.yaml
 k -n "${AGENT_NS}" wait --for=jsonpath='{.status.phase}'=Active "agenttask/${TASK}" --timeout "${TIMEOUT}s"
 
 log "reading the mounted token inside the pod (kubelet syncs Secret volumes within about a minute)"

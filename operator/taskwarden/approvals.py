@@ -3,9 +3,12 @@
 Called by the reconciler for tasks whose matching rule says `approval: required`, by the
 admission review of AgentApprovals (which policy applies, which spec hash binds) and by the
 AgentApproval status controller (`status`). An AgentApproval counts only when admission stamped
-its approver (annotation `taskwarden.dev/approver`, never client-set), the approver is listed in
-the policy's `approvers` and is not the task's requester, its specHash equals the task's current
-spec hash, and it is younger than the policy's approvalTTL. The newest valid one wins.
+its approver (annotation `taskwarden.dev/approver`, never client-set), its spec.taskUID is the
+task's UID (a task deleted and re-created under the same name and spec inherits nothing), its
+specHash equals the task's current spec hash, the approver is neither the task's requester nor
+its agent's ServiceAccount (`separation`), is listed in the policy's `approvers` (a
+ServiceAccount only by its own name, never through a group), and it is younger than the
+policy's approvalTTL. The newest valid one wins.
 
 `judge` answers with a `Reason` code plus the data its sentence needs; `sentence` is the one
 place that turns a code into the words users read in an AgentApproval's status.
@@ -36,6 +39,10 @@ class Reason(enum.StrEnum):
     NOT_STAMPED = "NotStamped"
     SPEC_HASH_MISMATCH = "SpecHashMismatch"
     SELF_APPROVAL = "SelfApproval"
+    AGENT_APPROVAL = "AgentApproval"
+    """The approver is the task's agent (its ServiceAccount)."""
+    TASK_UID_MISMATCH = "TaskUIDMismatch"
+    """spec.taskUID names another task (an earlier one of the same name) or none."""
     NOT_AN_APPROVER = "NotAnApprover"
     EXPIRED = "Expired"
     TASK_NOT_FOUND = "TaskNotFound"
@@ -73,6 +80,10 @@ def sentence(j: Judgement) -> str:
             return "spec.specHash does not match the task's current spec"
         case Reason.SELF_APPROVAL:
             return f"{j.approver} requested the task and cannot approve it"
+        case Reason.AGENT_APPROVAL:
+            return f"{j.approver} is the task's agent and cannot approve its own access"
+        case Reason.TASK_UID_MISMATCH:
+            return "spec.taskUID is not the UID of this task (an approval binds to one task)"
         case Reason.NOT_AN_APPROVER:
             return f"{j.approver} is not listed in the policy's spec.approvers"
         case Reason.EXPIRED:
@@ -127,11 +138,29 @@ def approval_ttl(pol: Mapping[str, Any] | None) -> float:
         return DEFAULT_APPROVAL_TTL
 
 
+def agent_username(namespace: str, service_account: str) -> str:
+    """The username of a task's agent: its ServiceAccount."""
+    return f"system:serviceaccount:{namespace}:{service_account}"
+
+
+def separation(approver: str, *, requester: str, agent: str) -> Reason | None:
+    """Separation of duties on stamped identities: the approver is neither the requester nor the
+    agent's ServiceAccount (None: no conflict). That a ServiceAccount approves only when named
+    explicitly in `approvers` is policy.approver_allowed's rule."""
+    if approver == requester:
+        return Reason.SELF_APPROVAL
+    if approver == agent:
+        return Reason.AGENT_APPROVAL
+    return None
+
+
 def judge(
     approval: Mapping[str, Any],
     *,
+    task_uid: str,
     spec_hash: str,
     requester: str,
+    agent: str,
     pol: Mapping[str, Any] | None,
     now: float,
 ) -> Judgement:
@@ -141,10 +170,13 @@ def judge(
     username, groups = parse_principal((md.get("annotations") or {}).get(names.APPROVER_ANNOTATION))
     if not username:
         return Judgement(Reason.NOT_STAMPED)
+    if not task_uid or spec.get("taskUID") != task_uid:
+        return Judgement(Reason.TASK_UID_MISMATCH, username)
     if spec.get("specHash") != spec_hash:
         return Judgement(Reason.SPEC_HASH_MISMATCH, username)
-    if username == requester:
-        return Judgement(Reason.SELF_APPROVAL, username)
+    conflict = separation(username, requester=requester, agent=agent)
+    if conflict is not None:
+        return Judgement(conflict, username)
     if pol is None or not policy.approver_allowed(pol, username, groups):
         return Judgement(Reason.NOT_AN_APPROVER, username)
     created = md.get("creationTimestamp")
@@ -156,8 +188,10 @@ def judge(
 def state(
     *,
     task_name: str,
+    task_uid: str,
     spec_hash: str,
     requester: str,
+    agent: str,
     policy: Mapping[str, Any] | None,
     approvals: Iterable[Mapping[str, Any]],
     now: float,
@@ -168,7 +202,15 @@ def state(
         reverse=True,
     )
     for a in ordered:
-        verdict = judge(a, spec_hash=spec_hash, requester=requester, pol=policy, now=now)
+        verdict = judge(
+            a,
+            task_uid=task_uid,
+            spec_hash=spec_hash,
+            requester=requester,
+            agent=agent,
+            pol=policy,
+            now=now,
+        )
         if not verdict.valid:
             continue
         md = a.get("metadata") or {}
@@ -243,6 +285,12 @@ def task_policy(
     return None
 
 
+def task_agent(namespace: str, task: Mapping[str, Any]) -> str:
+    """The username of the task's agent ServiceAccount ('' when the spec names none)."""
+    sa = _str(_map(_map(task.get("spec")).get("agent")).get("serviceAccountName"))
+    return agent_username(namespace, sa) if sa else ""
+
+
 def task_requester(task: Mapping[str, Any]) -> str:
     """The username admission stamped on a task as its requester ('' when none)."""
     annotations = _map(_map(task.get("metadata")).get("annotations"))
@@ -293,8 +341,10 @@ def _status(
         out["expiresAt"] = timeutil.rfc3339(timeutil.parse(created) + approval_ttl(pol))
     verdict = judge(
         approval,
+        task_uid=_str(_map(task.get("metadata")).get("uid")),
         spec_hash=current_spec_hash(task),
         requester=task_requester(task),
+        agent=task_agent(ns, task),
         pol=pol,
         now=now,
     )

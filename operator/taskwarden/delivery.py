@@ -4,6 +4,10 @@ Called by tasks/issue.py after the status names the new jti (status first, so a 
 the two writes leaves a task whose Secret is missing — repaired on restart — never a token that
 no status knows about). The ownerReference lets Kubernetes collect the Secret when the task is
 deleted even while the operator is down; blockOwnerDeletion is off so deletion never waits on us.
+
+The operator writes over and deletes only what it owns (`owned`): a Secret of type
+`taskwarden.dev/credential` whose controller ownerReference is the task's UID. A Secret of the
+same name that belongs to anyone else is never replaced (`NotOwned`) and never deleted.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from taskwarden import names, timeutil
-from taskwarden.kube import Kube
+from taskwarden.kube import ApiError, Kube
+
+
+class NotOwned(Exception):
+    """`<task>-credential` exists and is not this task's credential Secret."""
 
 
 def secret_name(task_name: str) -> str:
@@ -70,5 +78,45 @@ def credential_secret(
     }
 
 
+def controller_uid(obj: Mapping[str, Any]) -> str:
+    """The UID of the controller ownerReference of `obj` ('' when none)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    for ref in refs if isinstance(refs, list) else []:
+        if isinstance(ref, Mapping) and ref.get("controller") is True:
+            return str(ref.get("uid") or "")
+    return ""
+
+
+def owned(secret: Mapping[str, Any], task_uid: str) -> bool:
+    """Is `secret` the credential Secret of the task with `task_uid`? Only then may the
+    operator replace or delete it."""
+    return (
+        bool(task_uid)
+        and secret.get("type") == names.SECRET_TYPE
+        and controller_uid(secret) == task_uid
+    )
+
+
 async def deliver(kube: Kube, body: Mapping[str, Any]) -> None:
-    await kube.put_secret(body["metadata"]["namespace"], body)
+    """Write the credential Secret; raise NotOwned when a Secret of that name is not ours."""
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    uid = controller_uid(body)
+    try:
+        await kube.put_secret(ns, body, may_replace=lambda found: owned(found, uid))
+    except ApiError as e:
+        if e.status != 409:
+            raise
+        raise NotOwned(
+            f"Secret {name} exists in namespace {ns} and is not the credential Secret of this "
+            f"task (type {names.SECRET_TYPE}, controller ownerReference uid {uid}); the "
+            "operator never overwrites it"
+        ) from None
+
+
+async def remove(kube: Kube, namespace: str, task_name: str, task_uid: str) -> bool:
+    """Delete `<task>-credential` only when it is this task's own (`owned`); True if deleted."""
+    found = await kube.get_secret(namespace, secret_name(task_name))
+    if found is None or not owned(found, task_uid):
+        return False
+    uid = (found.get("metadata") or {}).get("uid") or None
+    return await kube.delete_secret(namespace, secret_name(task_name), uid=uid)

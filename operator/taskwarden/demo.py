@@ -155,7 +155,18 @@ def run(keep: bool = False) -> int:
             ),
         )
 
-        step("An agent pod starts (we play the kubelet and mark it Running)")
+        # The task first: the pod guard admits a pod naming a task's credential only once the
+        # task exists (it waits Pending until a pod of its ServiceAccount runs).
+        step("Access is asked for: AgentTask triage-4711 (as the agent's ServiceAccount)")
+        task = yaml.safe_load((root / "manifests/examples/task.yaml").read_text())
+        agent = client.ApiClient(api.configuration)
+        agent.default_headers["Impersonate-User"] = f"system:serviceaccount:{NS}:research-agent"
+        t0 = time.monotonic()
+        client.CustomObjectsApi(agent).create_namespaced_custom_object(
+            names.GROUP, names.VERSION, NS, "agenttasks", task
+        )
+
+        step("The agent pod starts (we play the kubelet and mark it Running)")
         pod = yaml.safe_load((root / "manifests/examples/agent-pod.yaml").read_text())
         created = core.create_namespaced_pod(NS, pod)
         core.patch_namespaced_pod_status(
@@ -164,15 +175,6 @@ def run(keep: bool = False) -> int:
         meta, pod_spec = created.metadata or client.V1ObjectMeta(), created.spec
         say(f"  pod/{meta.name} uid={meta.uid} Running")
         say(f"  mounted volumes: {[v.name for v in (pod_spec and pod_spec.volumes) or []]}")
-
-        step("The agent asks for access: AgentTask triage-4711 (as its own ServiceAccount)")
-        task = yaml.safe_load((root / "manifests/examples/task.yaml").read_text())
-        agent = client.ApiClient(api.configuration)
-        agent.default_headers["Impersonate-User"] = f"system:serviceaccount:{NS}:research-agent"
-        t0 = time.monotonic()
-        client.CustomObjectsApi(agent).create_namespaced_custom_object(
-            names.GROUP, names.VERSION, NS, "agenttasks", task
-        )
 
         def phase(name: str, want: str) -> dict[str, Any] | None:
             raw = custom.get_namespaced_custom_object(

@@ -204,23 +204,41 @@ class Kube:
 
         await self._call(call)
 
-    async def put_secret(self, ns: str, body: Mapping[str, Any]) -> None:
-        """Create, or replace unconditionally when it exists: idempotent delivery."""
+    async def put_secret(
+        self,
+        ns: str,
+        body: Mapping[str, Any],
+        may_replace: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        """Create, or replace when it exists: idempotent delivery. With `may_replace`, only an
+        existing Secret it accepts is replaced (conditioned on the resourceVersion read); any
+        other raises ApiError 409."""
         try:
             await self._write(self.core.create_namespaced_secret, ns, body)
         except ApiError as e:
             if e.status != 409:
                 raise
             name = body["metadata"]["name"]
+            if may_replace is not None:
+                found = await self.get_secret(ns, name)
+                if found is None or not may_replace(found):
+                    raise
+                rv = found["metadata"]["resourceVersion"]
+                body = {**body, "metadata": {**body["metadata"], "resourceVersion": rv}}
             await self._write(self.core.replace_namespaced_secret, name, ns, body)
 
-    async def delete_secret(self, ns: str, name: str) -> bool:
-        """Delete; False when it was already gone."""
+    async def delete_secret(self, ns: str, name: str, uid: str | None = None) -> bool:
+        """Delete (only the Secret with this `uid` when given); False when it was already gone
+        or is another Secret now."""
+        options = client.V1DeleteOptions(
+            grace_period_seconds=0,
+            preconditions=client.V1Preconditions(uid=uid) if uid else None,
+        )
         try:
-            await self._write(self.core.delete_namespaced_secret, name, ns, grace_period_seconds=0)
+            await self._write(self.core.delete_namespaced_secret, name, ns, body=options)
             return True
         except ApiError as e:
-            if e.status == 404:
+            if e.status == 404 or (uid and e.status == 409):
                 return False
             raise
 

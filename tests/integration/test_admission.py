@@ -532,6 +532,7 @@ def test_parent_completion_revokes_the_child(
 def test_annotated_pod_gets_the_credential_mounted(
     api: client.ApiClient, namespace: str, operator: h.OperatorProcess, webhooks: None
 ) -> None:
+    h.create_task(api, namespace, h.task_body("t1"))  # the task first: the guard wants it
     created = h.pod(api, namespace, "agent-0", "agent", annotations={"taskwarden.dev/task": "t1"})
     spec = created["spec"]
     vol = next(v for v in spec["volumes"] if v["name"] == "taskwarden-credential")
@@ -546,7 +547,7 @@ def test_annotated_pod_gets_the_credential_mounted(
     assert not plain["spec"].get("volumes")
 
 
-def test_pod_of_another_account_cannot_mount_a_task_credential_where_enforced(
+def test_pod_of_another_account_cannot_mount_a_task_credential(
     cluster: controlplane.ControlPlane,
     api: client.ApiClient,
     namespace: str,
@@ -556,12 +557,7 @@ def test_pod_of_another_account_cannot_mount_a_task_credential_where_enforced(
 ) -> None:
     env = agent_env()
     env.create_task("guarded", creator=env.agent_api())
-    # Not enforced: the namespace has no taskwarden.dev/enforce label.
-    h.pod(api, namespace, "tolerated", "intruder", annotations={"taskwarden.dev/task": "guarded"})
-
-    client.CoreV1Api(api).patch_namespace(
-        namespace, {"metadata": {"labels": {"taskwarden.dev/enforce": "true"}}}
-    )
+    # The guard is on by default: no namespace label is needed.
     h.service_account(api, namespace, "intruder")
     body = {
         "metadata": {
@@ -582,7 +578,7 @@ def test_pod_of_another_account_cannot_mount_a_task_credential_where_enforced(
         except ApiException as e:
             return str(json.loads(e.body)["message"]) if e.status == 403 else None
         core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
-        return None  # the apiserver has not seen the label yet
+        return None  # the apiserver has not called the webhook yet
 
     msg = h.wait_for(refused, timeout=20, interval=0.2, what="pod guard active")
     assert 'admission webhook "pods.validate.taskwarden.dev" denied' in msg
@@ -622,13 +618,20 @@ def test_webhooks_are_served_over_tls_with_the_shared_ca(
             assert hook.timeout_seconds == 5 and hook.side_effects == "None"
             assert hook.admission_review_versions == ["v1"]
             exprs = hook.namespace_selector.match_expressions
-            assert exprs[0].operator == "NotIn"
-            assert set(exprs[0].values) == {"kube-system", operator_namespace}
+            never = next(e for e in exprs if e.key == "kubernetes.io/metadata.name")
+            assert never.operator == "NotIn"
+            assert set(never.values) == {"kube-system", operator_namespace}
     policies = {w.name: w.failure_policy for w in mutating.webhooks + validating.webhooks}
     assert policies["pods.mutate.taskwarden.dev"] == "Ignore"
     assert {p for n, p in policies.items() if n != "pods.mutate.taskwarden.dev"} == {"Fail"}
     guard = next(w for w in validating.webhooks if w.name == "pods.validate.taskwarden.dev")
-    assert guard.namespace_selector.match_labels == {"taskwarden.dev/enforce": "true"}
+    assert guard.namespace_selector.match_labels is None  # on by default
+    opt_out = guard.namespace_selector.match_expressions[0]
+    assert (opt_out.key, opt_out.operator, opt_out.values) == (
+        "taskwarden.dev/guard",
+        "NotIn",
+        ["disabled"],
+    )
 
     ca = tls["ca.crt"]
     discovery = https_get(operator, ca, "/.well-known/openid-configuration")

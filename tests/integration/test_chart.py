@@ -1301,8 +1301,7 @@ def test_webhook_values_render(helm: Path, tmp_path: Path) -> None:
                 "mutation": {"failurePolicy": "Fail"},
                 "guard": {
                     "namespaceSelector": {
-                        # null drops the default matchLabels (Helm merges maps).
-                        "matchLabels": None,
+                        # Replaces the default opt-out expression (Helm replaces lists).
                         "matchExpressions": [
                             {"key": "taskwarden.dev/guard", "operator": "NotIn", "values": ["off"]}
                         ],
@@ -1559,7 +1558,6 @@ def test_helm_install_upgrade_uninstall_leaves_nothing_that_blocks_writes(
     release is left but the kept CRDs."""
     op_ns = make_namespace("tw-rel")
     core = client.CoreV1Api(api)
-    core.patch_namespace(namespace, {"metadata": {"labels": {"taskwarden.dev/enforce": "true"}}})
     release = f"h{uuid.uuid4().hex[:6]}"
     full = f"{release}-taskwarden"
     vf = tmp_path / "values.yaml"

@@ -110,6 +110,7 @@ def approval(
         },
         "spec": {
             "taskName": task_body["metadata"]["name"],
+            "taskUID": task_body["metadata"]["uid"],
             "specHash": policy.spec_hash(task_body["spec"]),
             "decision": decision,
             "reason": "looked fine" if decision == "approve" else "too broad",

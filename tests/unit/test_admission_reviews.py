@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -125,6 +126,13 @@ def stamped_task(name: str = "triage", username: str = AGENT, **kw: Any) -> dict
 
 
 def response(webhook: str, body: Any, facts: admission.Facts | None = None) -> dict[str, Any]:
+    """The review's answer; Secrets it needs and `facts` did not read are absent (None), as the
+    server reads them in a namespace without them."""
+    facts = facts or admission.Facts()
+    need = admission.needs(webhook, body)
+    if need is not None and any(n not in facts.secrets for n in need.secrets):
+        absent = {n: None for n in need.secrets}
+        facts = dataclasses.replace(facts, secrets={**absent, **facts.secrets})
     out = admission.review(webhook, body, facts)
     assert out["apiVersion"] == "admission.k8s.io/v1" and out["kind"] == "AdmissionReview"
     return dict(out["response"])
@@ -387,9 +395,15 @@ def test_narrowing_child_is_allowed() -> None:
     allowed(admission.VALIDATE_TASKS, body, chain_facts(parent_task()))
 
 
-def test_needs_asks_for_the_parent_chain_and_policies() -> None:
+def test_needs_asks_for_the_parent_chain_policies_and_the_credential_secret() -> None:
     need = admission.needs(admission.VALIDATE_TASKS, child_body())
-    assert need == admission.Needs(NS, policies=True, tasks=("parent",), follow_delegation=True)
+    assert need == admission.Needs(
+        NS,
+        policies=True,
+        tasks=("parent",),
+        follow_delegation=True,
+        secrets=("child-credential",),
+    )
     assert admission.needs(admission.MUTATE_TASKS, child_body()) is None
 
 
@@ -526,11 +540,15 @@ def test_delegated_task_must_be_created_by_the_parent_agent() -> None:
 # --------------------------------------------------------------------------- AgentApproval
 
 
+TASK_UID = "0b7c-refund-uid"
+
+
 def approval_obj(
     task: str = "refund",
     spec_hash: str | None = None,
     decision: str = "approve",
     annotations: dict[str, str] | None = None,
+    task_uid: str | None = TASK_UID,
 ) -> dict[str, Any]:
     md: dict[str, Any] = {"name": f"{task}-ok", "namespace": NS}
     if annotations is not None:
@@ -544,6 +562,7 @@ def approval_obj(
             "specHash": spec_hash or policy.spec_hash(TASK_SPEC),
             "decision": decision,
             "reason": "ok",
+            **({"taskUID": task_uid} if task_uid is not None else {}),
         },
     }
 
@@ -553,6 +572,7 @@ TASK_SPEC = stamped_task("refund")["spec"]
 
 def target_task(requester: str = AGENT, phase: str = "AwaitingApproval") -> dict[str, Any]:
     t = stamped_task("refund", username=requester)
+    t["metadata"]["uid"] = TASK_UID
     t["status"] = {"phase": phase, "specHash": policy.spec_hash(t["spec"])}
     return t
 
@@ -607,6 +627,45 @@ def test_needs_asks_for_the_task_and_policies() -> None:
     assert admission.needs(admission.VALIDATE_APPROVALS, approver_body()) == admission.Needs(
         NS, policies=True, tasks=("refund",)
     )
+    assert admission.needs(admission.MUTATE_APPROVALS, approver_body()) == admission.Needs(
+        NS, tasks=("refund",)
+    )
+
+
+def test_approval_is_stamped_with_the_uid_of_the_task_it_names() -> None:
+    body = review_body(
+        "AgentApproval", approval_obj(task_uid=None), username="alice", groups=["sre"], extra={}
+    )
+    out = apply_patch(
+        body["request"]["object"],
+        patch_of(allowed(admission.MUTATE_APPROVALS, body, approval_facts())),
+    )
+    assert out["spec"]["taskUID"] == TASK_UID
+
+
+@pytest.mark.parametrize("task_uid", [None, "uid-of-a-deleted-refund"])
+def test_an_approval_bound_to_another_task_uid_is_refused(task_uid: str | None) -> None:
+    message = denied(
+        admission.VALIDATE_APPROVALS, approver_body(task_uid=task_uid), approval_facts()
+    )
+    assert message.startswith(f"spec.taskUID: {task_uid!r} is not the UID {TASK_UID}")
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        ["system:serviceaccounts", "system:serviceaccounts:agents", "system:authenticated"],
+        ["sre", "system:serviceaccounts"],
+    ],
+)
+def test_a_service_account_approves_only_when_named_explicitly(groups: list[str]) -> None:
+    bot = f"system:serviceaccount:{NS}:reviewer"
+    by_group = approval_facts(approvers=["group:system:serviceaccounts", "group:sre"])
+    message = denied(admission.VALIDATE_APPROVALS, approver_body(bot, groups), by_group)
+    assert message.startswith(f"request.userInfo.username: {bot} is a ServiceAccount")
+    assert "may approve only when named explicitly, never through a group" in message
+    named = approval_facts(approvers=[f"user:{bot}"])
+    allowed(admission.VALIDATE_APPROVALS, approver_body(bot, groups), named)
 
 
 @pytest.mark.parametrize(
@@ -860,13 +919,27 @@ def task_facts(sa: str = "agent") -> admission.Facts:
             ),
             "spec.initContainers[0].envFrom[0].secretRef.name",
         ),
+        (
+            {
+                **pod_obj(sa="intruder"),
+                "spec": {
+                    **pod_obj(sa="intruder")["spec"],
+                    "ephemeralContainers": [
+                        {"name": "debug", "envFrom": [{"secretRef": {"name": "triage-credential"}}]}
+                    ],
+                },
+            },
+            "spec.ephemeralContainers[0].envFrom[0].secretRef.name",
+        ),
     ],
 )
 def test_pod_of_another_account_cannot_use_a_task_credential(
     pod: dict[str, Any], field: str
 ) -> None:
     body = review_body("Pod", pod, username="admin", extra={})
-    assert admission.needs(admission.VALIDATE_PODS, body) == admission.Needs(NS, tasks=("triage",))
+    assert admission.needs(admission.VALIDATE_PODS, body) == admission.Needs(
+        NS, tasks=("triage",), secrets=("triage-credential",)
+    )
     msg = denied(admission.VALIDATE_PODS, body, task_facts())
     assert msg.startswith(f"{field}: Secret triage-credential holds the credential of AgentTask")
     assert "service account agent" in msg and "runs as intruder" in msg
@@ -885,9 +958,67 @@ def test_default_service_account_is_assumed() -> None:
     allowed(admission.VALIDATE_PODS, body, task_facts(sa="default"))
 
 
-def test_credential_named_secret_without_task_is_not_ours() -> None:
+def test_another_apps_secret_named_like_a_credential_is_not_ours() -> None:
     body = review_body("Pod", pod_obj(sa="x", volumes=[VOLUME]), username="admin", extra={})
-    allowed(admission.VALIDATE_PODS, body, admission.Facts(tasks={"triage": None}))
+    opaque = {"type": "Opaque", "metadata": {"name": "triage-credential"}}
+    facts = admission.Facts(tasks={"triage": None}, secrets={"triage-credential": opaque})
+    allowed(admission.VALIDATE_PODS, body, facts)
+
+
+@pytest.mark.parametrize(
+    "secret", [None, {"type": "taskwarden.dev/credential", "metadata": {"name": "x"}}]
+)
+def test_the_credential_of_a_task_that_does_not_exist_is_refused(
+    secret: dict[str, Any] | None,
+) -> None:
+    body = review_body("Pod", pod_obj(volumes=[VOLUME]), username="admin", extra={})
+    facts = admission.Facts(tasks={"triage": None}, secrets={"triage-credential": secret})
+    msg = denied(admission.VALIDATE_PODS, body, facts)
+    assert msg.startswith(
+        "spec.volumes[0].secret.secretName: Secret triage-credential is the credential of "
+        "AgentTask triage, which does not exist"
+    )
+
+
+def test_unread_facts_refuse_a_credential_reference() -> None:
+    body = review_body("Pod", pod_obj(volumes=[VOLUME]), username="admin", extra={})
+    msg = str(admission.decide(admission.VALIDATE_PODS, body, task_facts()).message)
+    assert msg.startswith("spec.volumes[0].secret.secretName: Secret triage-credential could not")
+
+
+def test_kubectl_debug_is_reviewed_through_the_ephemeralcontainers_subresource() -> None:
+    pod = pod_obj(sa="intruder")
+    debug = {
+        **pod,
+        "spec": {
+            **pod["spec"],
+            "ephemeralContainers": [
+                {
+                    "name": "debugger",
+                    "env": [
+                        {
+                            "name": "T",
+                            "valueFrom": {
+                                "secretKeyRef": {"name": "triage-credential", "key": "token"}
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+    body = review_body("Pod", debug, username="admin", extra={}, operation="UPDATE", old=pod)
+    body["request"]["subResource"] = "ephemeralcontainers"
+    assert admission.needs(admission.VALIDATE_PODS, body) == admission.Needs(
+        NS, tasks=("triage",), secrets=("triage-credential",)
+    )
+    msg = denied(admission.VALIDATE_PODS, body, task_facts())
+    assert msg.startswith(
+        "spec.ephemeralContainers[0].env[0].valueFrom.secretKeyRef.name: Secret "
+        "triage-credential holds the credential of AgentTask triage"
+    )
+    body["request"].pop("subResource")  # a plain pod UPDATE cannot add containers
+    assert admission.needs(admission.VALIDATE_PODS, body) is None
 
 
 # --------------------------------------------------------------------------- robustness
@@ -965,22 +1096,28 @@ def test_local_webhooks_call_the_url_with_fail_and_ignore_policies() -> None:
         "agentapprovals.validate.taskwarden.dev": "Fail",
         "pods.validate.taskwarden.dev": "Fail",
     }
+    never = {
+        "key": "kubernetes.io/metadata.name",
+        "operator": "NotIn",
+        "values": ["kube-system", "tw-system"],
+    }
     for h in hooks.values():
         assert h["timeoutSeconds"] == 5 and h["sideEffects"] == "None"
         assert h["admissionReviewVersions"] == ["v1"]
         assert base64.b64decode(h["clientConfig"]["caBundle"]) == b"PEM"
         assert h["clientConfig"]["url"].startswith("https://127.0.0.1:9443/")
-        assert h["namespaceSelector"]["matchExpressions"] == [
-            {
-                "key": "kubernetes.io/metadata.name",
-                "operator": "NotIn",
-                "values": ["kube-system", "tw-system"],
-            }
-        ]
-    assert hooks["pods.validate.taskwarden.dev"]["namespaceSelector"]["matchLabels"] == {
-        "taskwarden.dev/enforce": "true"
-    }
-    assert "matchLabels" not in hooks["pods.mutate.taskwarden.dev"]["namespaceSelector"]
+        assert "matchLabels" not in h["namespaceSelector"]
+        assert h["namespaceSelector"]["matchExpressions"][-1] == never
+    # The guard is on by default; a namespace opts out with taskwarden.dev/guard=disabled.
+    guard = hooks["pods.validate.taskwarden.dev"]
+    assert guard["namespaceSelector"]["matchExpressions"] == [
+        {"key": "taskwarden.dev/guard", "operator": "NotIn", "values": ["disabled"]},
+        never,
+    ]
+    assert [(r["resources"], r["operations"]) for r in guard["rules"]] == [
+        (["pods"], ["CREATE"]),
+        (["pods/ephemeralcontainers"], ["UPDATE"]),
+    ]
     assert hooks["agenttasks.validate.taskwarden.dev"]["clientConfig"]["url"] == (
         "https://127.0.0.1:9443/validate-agenttasks"
     )

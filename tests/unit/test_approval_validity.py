@@ -1,4 +1,5 @@
-"""Which AgentApprovals count: stamped approver, listed, not the requester, same spec, in time."""
+"""Which AgentApprovals count: stamped approver, same task UID and spec, neither the requester nor
+the agent, listed (a ServiceAccount only by name), in time."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ POLICY = {
     "spec": {"approvers": ["user:alice", "group:sre"], "approvalTTL": "10m"},
 }
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+UID = "uid-of-t"
+AGENT = "system:serviceaccount:ns:agent"
 
 
 def approval(
@@ -23,6 +26,7 @@ def approval(
     spec_hash: str = HASH,
     created: str = "2027-01-15T08:00:00Z",
     groups: tuple[str, ...] = (),
+    task_uid: str | None = UID,
 ) -> dict:
     ann = {}
     if user is not None:
@@ -33,13 +37,27 @@ def approval(
             "annotations": ann,
             "creationTimestamp": created,
         },
-        "spec": {"taskName": "t", "specHash": spec_hash, "decision": decision},
+        "spec": {
+            "taskName": "t",
+            "specHash": spec_hash,
+            "decision": decision,
+            **({"taskUID": task_uid} if task_uid is not None else {}),
+        },
     }
 
 
-def state(*apps: dict, requester: str = "system:serviceaccount:ns:agent", now: float = T0 + 1):
+def state(
+    *apps: dict, requester: str = AGENT, now: float = T0 + 1, policy: dict | None = None
+) -> approvals.ApprovalState:
     return approvals.state(
-        task_name="t", spec_hash=HASH, requester=requester, policy=POLICY, approvals=apps, now=now
+        task_name="t",
+        task_uid=UID,
+        spec_hash=HASH,
+        requester=requester,
+        agent=AGENT,
+        policy=policy or POLICY,
+        approvals=apps,
+        now=now,
     )
 
 
@@ -95,6 +113,27 @@ def test_newest_valid_decision_wins() -> None:
             "alice requested the task and cannot approve it",
         ),
         (
+            approval("alice", task_uid="uid-of-an-earlier-t"),
+            "bob",
+            T0 + 1,
+            "TaskUIDMismatch",
+            "spec.taskUID is not the UID of this task (an approval binds to one task)",
+        ),
+        (
+            approval("alice", task_uid=None),
+            "bob",
+            T0 + 1,
+            "TaskUIDMismatch",
+            "spec.taskUID is not the UID of this task (an approval binds to one task)",
+        ),
+        (
+            approval(AGENT, groups=("sre",)),
+            "bob",
+            T0 + 1,
+            "AgentApproval",
+            f"{AGENT} is the task's agent and cannot approve its own access",
+        ),
+        (
             approval("mallory"),
             "bob",
             T0 + 1,
@@ -113,7 +152,9 @@ def test_newest_valid_decision_wins() -> None:
 def test_judge_returns_a_code_and_one_sentence_per_code(
     app: dict, requester: str, now: float, code: str, sentence: str
 ) -> None:
-    verdict = approvals.judge(app, spec_hash=HASH, requester=requester, pol=POLICY, now=now)
+    verdict = approvals.judge(
+        app, task_uid=UID, spec_hash=HASH, requester=requester, agent=AGENT, pol=POLICY, now=now
+    )
     assert verdict.reason == code and verdict.valid is (code == "Valid")
     assert verdict.message == approvals.sentence(verdict) == sentence
     assert approvals.status_reason(verdict) == f"{code}: {sentence}"
@@ -122,3 +163,24 @@ def test_judge_returns_a_code_and_one_sentence_per_code(
 def test_every_reason_code_has_a_sentence() -> None:
     for reason in approvals.Reason:
         assert approvals.sentence(approvals.Judgement(reason, "alice", detail="KeyError"))
+
+
+def test_an_approval_for_an_earlier_task_of_the_same_name_and_spec_does_not_count() -> None:
+    assert not state(approval("alice", task_uid="uid-of-the-deleted-t")).approved
+    assert not state(approval("alice", task_uid=None)).approved
+
+
+def test_a_service_account_approves_only_when_named_not_through_a_group() -> None:
+    other = "system:serviceaccount:ns:reviewer-bot"
+    sa_groups = ("system:serviceaccounts", "system:serviceaccounts:ns")
+    by_group = {**POLICY, "spec": {**POLICY["spec"], "approvers": ["group:system:serviceaccounts"]}}
+    assert not state(approval(other, groups=sa_groups), policy=by_group).approved
+    # Claiming the ServiceAccounts group (impersonation can) also loses group-based approval.
+    assert not state(approval("bob", groups=("sre", "system:serviceaccounts"))).approved
+    named = {**POLICY, "spec": {**POLICY["spec"], "approvers": [f"user:{other}"]}}
+    assert state(approval(other, groups=sa_groups), policy=named).approved
+
+
+def test_the_agent_never_approves_its_own_task_even_when_listed() -> None:
+    listed = {**POLICY, "spec": {**POLICY["spec"], "approvers": [f"user:{AGENT}"]}}
+    assert not state(approval(AGENT), requester="alice", policy=listed).approved

@@ -9,6 +9,8 @@ import base64
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
+
 from taskwarden import config, names, timeutil
 from taskwarden.credentials import keymanager, tokens
 from taskwarden.index import Index, TaskRef
@@ -50,15 +52,18 @@ class FakeKube:
             raise ApiError(self.fail_status, "Conflict")
         return {}
 
-    async def put_secret(self, ns: str, body: dict[str, Any]) -> None:
+    async def put_secret(self, ns: str, body: dict[str, Any], may_replace: Any = None) -> None:
         self.calls.append(("put_secret", body["metadata"]["name"]))
+        found = self.secrets.get((ns, body["metadata"]["name"]))
+        if found is not None and may_replace is not None and not may_replace(found):
+            raise ApiError(409, "Conflict")
         self.secrets[(ns, body["metadata"]["name"])] = body
 
     async def get_secret(self, ns: str, name: str) -> dict[str, Any] | None:
         self.calls.append(("get_secret", name))
         return self.secrets.get((ns, name))
 
-    async def delete_secret(self, ns: str, name: str) -> bool:
+    async def delete_secret(self, ns: str, name: str, uid: str | None = None) -> bool:
         self.calls.append(("delete_secret", name))
         return self.secrets.pop((ns, name), None) is not None
 
@@ -192,7 +197,7 @@ def test_completion_revokes_and_deletes_before_the_unconditional_status_write() 
         kube.calls.clear()
         done = {**active, "spec": {**active["spec"], "completed": True}}
         await r.reconcile_now(done)
-        steps = [c[0] for c in kube.calls if c[0] != "event"]
+        steps = [c[0] for c in kube.calls if c[0] not in ("event", "get_secret")]
         assert steps[-1] == "patch_status"
         assert set(steps[:-1]) == {"revoke", "delete_secret"}
         status_write = next(c for c in kube.calls if c[0] == "patch_status")
@@ -256,12 +261,50 @@ def test_a_child_reads_its_parent_chain_and_is_denied_when_the_parent_is_gone() 
     run(scenario)
 
 
+def _leftover(owner_uid: str, kind: str = names.SECRET_TYPE) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "metadata": {
+            "name": "t-credential",
+            "namespace": w.NS,
+            "labels": {names.TASK_LABEL: "t"},
+            "ownerReferences": [
+                {
+                    "apiVersion": names.API_VERSION,
+                    "kind": "AgentTask",
+                    "name": "t",
+                    "uid": owner_uid,
+                    "controller": True,
+                }
+            ],
+        },
+    }
+
+
 def test_a_terminal_task_is_forgotten_and_its_leftover_secret_deleted() -> None:
     async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task(phase="Revoked")
+        kube.secrets[(w.NS, "t-credential")] = _leftover(body["metadata"]["uid"])
         r.index.secrets[(w.NS, "t-credential")] = "j"
-        await r.reconcile_now(w.task(phase="Revoked"))
+        await r.reconcile_now(body)
         assert kube.writes() == ["delete_secret"]
         assert (w.NS, "t-credential") not in r.index.secrets
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(("owner", "kind"), [("another-uid", names.SECRET_TYPE), (None, "Opaque")])
+def test_an_ended_task_never_deletes_a_secret_it_does_not_own(owner: str | None, kind: str) -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task(phase="Revoked")
+        kube.secrets[(w.NS, "t-credential")] = _leftover(owner or body["metadata"]["uid"], kind)
+        r.index.secrets[(w.NS, "t-credential")] = "j"
+        await r.reconcile_now(body)
+        assert "delete_secret" not in kube.writes()
+        assert (w.NS, "t-credential") in kube.secrets
+        kube.tasks[(w.NS, "t")] = body
+        assert await r.resync_secrets() == 0
+        assert (w.NS, "t-credential") in kube.secrets
 
     run(scenario)
 

@@ -21,12 +21,17 @@ Needs = Callable[[envelope.Request], envelope.Needs | None]
 REVIEWS: Final[dict[str, tuple[str, Review, Needs | None]]] = {
     envelope.MUTATE_TASKS: ("AgentTask", task_review.mutate, None),
     envelope.VALIDATE_TASKS: ("AgentTask", task_review.validate, task_review.needs),
-    envelope.MUTATE_APPROVALS: ("AgentApproval", approval_review.mutate, None),
+    envelope.MUTATE_APPROVALS: (
+        "AgentApproval",
+        approval_review.mutate,
+        approval_review.task_needs,
+    ),
     envelope.VALIDATE_APPROVALS: ("AgentApproval", approval_review.validate, approval_review.needs),
     envelope.MUTATE_PODS: ("Pod", pod_review.mutate, None),
     envelope.VALIDATE_PODS: ("Pod", pod_review.validate, pod_review.needs),
 }
-"""webhook -> (kind it reviews, review, what it reads before a CREATE or None)."""
+"""webhook -> (kind it reviews, review, what it reads before a CREATE (the pod guard: also an
+ephemeralcontainers UPDATE) or None)."""
 
 
 def review(webhook: str, body: Any, facts: envelope.Facts | None = None) -> dict[str, Any]:
@@ -61,11 +66,13 @@ def needs(webhook: str, body: Any) -> envelope.Needs | None:
     try:
         req = envelope.parse(body)
         entry = REVIEWS.get(webhook)
-        if entry is None or req.operation != "CREATE":
+        if entry is None:
             return None
         kind, _, reads = entry
         if reads is None or req.kind != kind:
             return None
+        if req.operation != "CREATE" and webhook != envelope.VALIDATE_PODS:
+            return None  # the pod guard also reviews pods/ephemeralcontainers UPDATEs
         return reads(req)
     except Exception:
         return None

@@ -52,15 +52,19 @@ class Needs:
     follow_delegation: bool = False
     """Also read the spec.delegatedFrom chain above each task, as policy.delegation.next_to_read
     asks."""
+    secrets: tuple[str, ...] = ()
+    """Secrets to read by name (their type and metadata only, never their data)."""
 
 
 @dataclass(frozen=True)
 class Facts:
-    """What was read: AgentPolicies of the namespace, AgentTasks by name (None: not found; a
-    name absent from `tasks` was not read). `error` says why reading failed: the review denies."""
+    """What was read: AgentPolicies of the namespace, AgentTasks and Secrets (type and metadata)
+    by name (None: not found; a name absent from `tasks` or `secrets` was not read). `error`
+    says why reading failed: the review denies."""
 
     policies: tuple[Mapping[str, Any], ...] = ()
     tasks: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    secrets: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     error: str = ""
 
 
@@ -71,6 +75,8 @@ class Request:
     uid: str
     operation: str
     kind: str
+    sub_resource: str
+    """request.subResource, e.g. `ephemeralcontainers` for `kubectl debug` ('' for none)."""
     namespace: str
     name: str
     obj: Mapping[str, Any]
@@ -151,6 +157,7 @@ def parse(body: Any) -> Request:
         uid=uid,
         operation=str(operation),
         kind=kind,
+        sub_resource=as_str(request.get("subResource")),
         namespace=as_str(request.get("namespace")) or as_str(metadata.get("namespace")),
         name=as_str(request.get("name")) or as_str(metadata.get("name")),
         obj=as_map(obj),

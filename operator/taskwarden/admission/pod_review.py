@@ -3,8 +3,13 @@
 Dispatched by `admission.dispatch` for the mutate-pods and validate-pods webhooks.
 - mutate: a pod annotated `taskwarden.dev/task: <task>` gets the Secret `<task>-credential` as
   an optional read-only volume in every container, plus env TASKWARDEN_TOKEN_FILE. Idempotent.
-- validate: only a pod running as a task's service account may reference its credential Secret
-  (volumes, projected volumes, env and envFrom).
+- validate (pod CREATE, and UPDATE of the `ephemeralcontainers` subresource that `kubectl debug`
+  uses): only a pod running as a task's service account may reference its credential Secret,
+  wherever a container can read a Secret (secret and projected volumes, env
+  valueFrom.secretKeyRef, envFrom.secretRef; in containers, initContainers and
+  ephemeralContainers). A `<name>-credential` Secret whose task does not exist is refused too,
+  unless that Secret exists and is another application's (not of the credential type): a pod
+  made before its task would otherwise receive the token once it is issued.
 Pure.
 """
 
@@ -26,10 +31,25 @@ TOKEN_FILE: Final = CREDENTIAL_MOUNT_PATH + "token"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
+EPHEMERAL: Final = "ephemeralcontainers"
+
+
+def reviewed(req: envelope.Request) -> bool:
+    """The writes the guard reviews: pod CREATE, and UPDATE of pods/ephemeralcontainers."""
+    if req.operation == "CREATE":
+        return not req.sub_resource
+    return req.operation == "UPDATE" and req.sub_resource == EPHEMERAL
+
+
 def needs(req: envelope.Request) -> envelope.Needs | None:
-    """validate-pods on CREATE: the tasks whose credential Secrets the pod references."""
-    tasks = tuple(dict.fromkeys(task for _, _, task in credential_refs(req.obj)))
-    return envelope.Needs(req.namespace, tasks=tasks) if tasks else None
+    """validate-pods: the tasks whose credential Secrets the pod references, and those Secrets
+    (their type and metadata: a task that does not exist may still name another app's Secret)."""
+    if not reviewed(req):
+        return None
+    refs = credential_refs(req.obj)
+    tasks = tuple(dict.fromkeys(task for _, _, task in refs))
+    secrets = tuple(dict.fromkeys(secret for _, secret, _ in refs))
+    return envelope.Needs(req.namespace, tasks=tasks, secrets=secrets) if tasks else None
 
 
 def mutate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
@@ -140,7 +160,7 @@ def credential_refs(pod: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 
 def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
     envelope.expect_kind(req, "Pod", envelope.VALIDATE_PODS)
-    if req.operation != "CREATE":
+    if not reviewed(req):
         return envelope.ALLOW
     refs = credential_refs(req.obj)
     if refs and facts.error:
@@ -152,9 +172,22 @@ def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
         or "default"
     )
     for path, secret, task_name in refs:
-        task = facts.tasks.get(task_name)
+        if task_name not in facts.tasks or secret not in facts.secrets:
+            raise envelope.Denied(
+                f"{path}: Secret {secret} could not be checked (AgentTask {task_name} and the "
+                "Secret were not read); a task's credential is refused unless checked"
+            )
+        task = facts.tasks[task_name]
         if task is None:
-            continue  # not a task's credential (no such AgentTask in this namespace)
+            found = facts.secrets[secret]
+            if found is not None and found.get("type") != names.SECRET_TYPE:
+                continue  # another application's Secret; no task can take this name now
+            raise envelope.Denied(
+                f"{path}: Secret {secret} is the credential of AgentTask {task_name}, which does "
+                f"not exist in namespace {req.namespace}; a pod may reference a task's "
+                "credential only once the task exists and only when it runs as the task's "
+                "service account"
+            )
         sa = envelope.as_str(
             envelope.as_map(envelope.as_map(task.get("spec")).get("agent")).get(
                 "serviceAccountName"

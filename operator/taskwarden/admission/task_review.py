@@ -18,14 +18,22 @@ from taskwarden.admission import envelope, stamping
 from taskwarden.policy import delegation
 
 WHO: Final = "user who created the task"
+CREDENTIAL_SUFFIX: Final = "-credential"
 
 
 def needs(req: envelope.Request) -> envelope.Needs:
     """validate-agenttasks on CREATE: the namespace's policies, and the parent chain if any."""
     parent = envelope.as_map(req.obj.get("spec")).get("delegatedFrom")
+    secrets = (req.name + CREDENTIAL_SUFFIX,) if req.name else ()
     if isinstance(parent, str) and parent:
-        return envelope.Needs(req.namespace, policies=True, tasks=(parent,), follow_delegation=True)
-    return envelope.Needs(req.namespace, policies=True)
+        return envelope.Needs(
+            req.namespace,
+            policies=True,
+            tasks=(parent,),
+            follow_delegation=True,
+            secrets=secrets,
+        )
+    return envelope.Needs(req.namespace, policies=True, secrets=secrets)
 
 
 def mutate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
@@ -50,6 +58,7 @@ def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
     task = _task_request(req.namespace, req.name, req.obj.get("spec"))
     if facts.error:
         raise envelope.Denied(f"request.namespace: {facts.error}")
+    _check_credential_name_free(req, facts)
     if task.delegated_from:
         _check_delegation(req, task, facts)
         return envelope.ALLOW
@@ -57,6 +66,37 @@ def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
     if not ok:
         raise envelope.Denied(message)
     return envelope.ALLOW
+
+
+def _check_credential_name_free(req: envelope.Request, facts: envelope.Facts) -> None:
+    """The task's credential Secret name must be free or already this task's own: the operator
+    would otherwise be asked to overwrite, and on completion delete, someone else's Secret."""
+    secret_name = req.name + CREDENTIAL_SUFFIX
+    if secret_name not in facts.secrets:
+        raise envelope.Denied(
+            f"metadata.name: Secret {secret_name} could not be checked, and a task's credential "
+            "Secret name must not belong to anyone else; try again"
+        )
+    found = facts.secrets[secret_name]
+    if found is None:
+        return
+    uid = envelope.as_str(envelope.as_map(req.obj.get("metadata")).get("uid"))
+    refs = envelope.as_map(found.get("metadata")).get("ownerReferences")
+    owner = next(
+        (
+            envelope.as_str(envelope.as_map(r).get("uid"))
+            for r in (refs if isinstance(refs, list) else [])
+            if envelope.as_map(r).get("controller") is True
+        ),
+        "",
+    )
+    if not (uid and owner == uid and found.get("type") == names.SECRET_TYPE):
+        raise envelope.Denied(
+            f"metadata.name: Secret {secret_name} already exists in namespace {req.namespace} "
+            "and is not this task's credential Secret; a task's credential Secret "
+            f"<name>{CREDENTIAL_SUFFIX} must not belong to anyone else (choose another task "
+            "name, or delete that Secret)"
+        )
 
 
 def _task_request(namespace: str, name: str, spec: Any) -> policy.TaskRequest:

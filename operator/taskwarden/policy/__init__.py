@@ -29,7 +29,12 @@ from taskwarden.policy.evaluation import (
 )
 from taskwarden.policy.globs import glob_covers, glob_match
 from taskwarden.policy.narrowing import clamp_expiry, delegation_limits, narrowing_violation
-from taskwarden.policy.principals import REQUESTER_FIELD, approver_allowed, requester_allowed
+from taskwarden.policy.principals import (
+    REQUESTER_FIELD,
+    approver_allowed,
+    is_service_account,
+    requester_allowed,
+)
 from taskwarden.policy.spec import Scope, TaskRequest, spec_hash, task_request, triples
 
 DATA_CLASSES = names.DATA_CLASSES
@@ -50,6 +55,7 @@ __all__ = [
     "evaluate_policy",
     "glob_covers",
     "glob_match",
+    "is_service_account",
     "narrowing_violation",
     "requester_allowed",
     "spec_hash",

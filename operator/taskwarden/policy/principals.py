@@ -69,6 +69,22 @@ def requester_allowed(
     )
 
 
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+SERVICE_ACCOUNTS_GROUP = "system:serviceaccounts"
+
+
+def is_service_account(username: str, groups: Sequence[str]) -> bool:
+    """A ServiceAccount by its username, or anyone claiming a ServiceAccounts group
+    (system:serviceaccounts[:<namespace>]), as an impersonating client can."""
+    return username.startswith(SERVICE_ACCOUNT_PREFIX) or any(
+        g == SERVICE_ACCOUNTS_GROUP or g.startswith(SERVICE_ACCOUNTS_GROUP + ":") for g in groups
+    )
+
+
 def approver_allowed(policy: Mapping[str, Any], username: str, groups: Sequence[str]) -> bool:
-    """True if `username` or one of `groups` is listed in the policy's spec.approvers."""
+    """True if `username` or one of `groups` is listed in the policy's spec.approvers. A
+    ServiceAccount (`is_service_account`) counts only when its own username is listed: a group
+    such as system:serviceaccounts:<ns> never makes every workload of a namespace an approver."""
+    if is_service_account(username, groups):
+        return _listed(policy, "approvers", username, ())
     return _listed(policy, "approvers", username, groups)

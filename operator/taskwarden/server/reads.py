@@ -60,16 +60,24 @@ async def gather(
                     found[name] = await task_or_none(kube, ns, name)
         return found
 
+    async def secrets() -> dict[str, dict[str, Any] | None]:
+        found = await asyncio.gather(*(kube.get_secret(ns, n) for n in need.secrets))
+        # Only what a review reads (type, metadata): the data is dropped at once.
+        return {
+            n: None if s is None else {"type": s.get("type"), "metadata": s.get("metadata") or {}}
+            for n, s in zip(need.secrets, found, strict=True)
+        }
+
     try:
-        pols, found = await asyncio.gather(policies(), tasks())
+        pols, found, secs = await asyncio.gather(policies(), tasks(), secrets())
     except ApiError as e:
         return admission.Facts(
-            error=f"could not read AgentPolicies or AgentTasks of namespace {ns} from the "
+            error=f"could not read AgentPolicies, AgentTasks or Secrets of namespace {ns} from the "
             f"Kubernetes API ({e.status} {e.reason}); try again"
         )
     except Exception as e:
         return admission.Facts(
-            error=f"could not read AgentPolicies or AgentTasks of namespace {ns} "
+            error=f"could not read AgentPolicies, AgentTasks or Secrets of namespace {ns} "
             f"({type(e).__name__}); try again"
         )
-    return admission.Facts(policies=pols, tasks=found)
+    return admission.Facts(policies=pols, tasks=found, secrets=secs)

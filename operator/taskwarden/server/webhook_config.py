@@ -1,5 +1,10 @@
 """The Mutating/ValidatingWebhookConfiguration `taskwarden`: built here, written by `register`.
 
+The credential pod guard (validate-pods) is on in every namespace the operator serves except
+kube-system, the operator's own, and those labelled `taskwarden.dev/guard: disabled`; it reviews
+pod CREATE and UPDATE of pods/ephemeralcontainers (`kubectl debug`). The chart renders the same
+objects (charts/taskwarden/templates/admission.yaml; tests/integration/test_chart.py compares).
+
 Called by taskwarden.server.https at start and hourly (when the operator manages its webhook
 configurations). `webhook_configurations` is pure: settings and the CA bundle in, the two
 objects out. They are created or updated, never deleted: other replicas may serve them.
@@ -54,26 +59,35 @@ def webhook_configurations(
             "caBundle": bundle,
         }
 
+    def rule(resource: str, operations: list[str]) -> dict[str, Any]:
+        pods = resource.split("/")[0] == "pods"
+        group, version = ("", "v1") if pods else (names.GROUP, names.VERSION)
+        return {
+            "apiGroups": [group],
+            "apiVersions": [version],
+            "operations": operations,
+            "resources": [resource],
+            "scope": "Namespaced",
+        }
+
     def hook(
-        path: str, resource: str, operations: list[str], failure: str, *, enforce: bool = False
+        path: str, resource: str, operations: list[str], failure: str, *, guard: bool = False
     ) -> dict[str, Any]:
-        group, version = ("", "v1") if resource == "pods" else (names.GROUP, names.VERSION)
         selector: dict[str, Any] = {"matchExpressions": exprs}
-        if enforce:
-            selector = {**selector, "matchLabels": {"taskwarden.dev/enforce": "true"}}
+        rules = [rule(resource, operations)]
+        if guard:
+            opt_out = {
+                "key": names.GUARD_LABEL,
+                "operator": "NotIn",
+                "values": [names.GUARD_DISABLED],
+            }
+            selector = {"matchExpressions": [opt_out, *exprs]}
+            rules.append(rule("pods/ephemeralcontainers", ["UPDATE"]))
         verb, _, _ = path.partition("-")
         return {
             "name": f"{resource}.{verb}.taskwarden.dev",
             "clientConfig": client_config(path),
-            "rules": [
-                {
-                    "apiGroups": [group],
-                    "apiVersions": [version],
-                    "operations": operations,
-                    "resources": [resource],
-                    "scope": "Namespaced",
-                }
-            ],
+            "rules": rules,
             "failurePolicy": failure,
             "matchPolicy": "Equivalent",
             "namespaceSelector": selector,
@@ -94,7 +108,7 @@ def webhook_configurations(
     validating = [
         hook(admission.VALIDATE_TASKS, "agenttasks", ["CREATE", "UPDATE"], "Fail"),
         hook(admission.VALIDATE_APPROVALS, "agentapprovals", ["CREATE", "UPDATE"], "Fail"),
-        hook(admission.VALIDATE_PODS, "pods", ["CREATE"], "Fail", enforce=True),
+        hook(admission.VALIDATE_PODS, "pods", ["CREATE"], "Fail", guard=True),
     ]
     metadata = {"name": CONFIGURATION, "labels": dict(LABELS)}
     return (

@@ -101,8 +101,10 @@ def approval(facts: Facts, now: float) -> approvals.ApprovalState | None:
         return None
     return approvals.state(
         task_name=facts.key[1],
+        task_uid=str(facts.body["metadata"].get("uid") or ""),
         spec_hash=policy.spec_hash(facts.spec),
         requester=requester(facts.body),
+        agent=approvals.agent_username(facts.key[0], facts.req.service_account),
         policy=facts.policies.get(decision.policy or ""),
         approvals=facts.approvals,
         now=now,

@@ -106,7 +106,14 @@ async def issue(
         jwks=ctx.keys.jwks(),
     )
     del token
-    await delivery.deliver(ctx.kube, secret)
+    try:
+        await delivery.deliver(ctx.kube, secret)
+    except delivery.NotOwned as e:
+        # Someone else's Secret holds the name: never overwrite it; the task fails closed (the
+        # jti status now names is listed although the token never left this process).
+        issued = {**body, "status": {**st, "credential": patch["credential"]}}
+        await revoke.end(ctx, issued, "Failed", "SecretConflict", str(e), trigger_at=now)
+        return
     ctx.index.secrets[(ns, delivery.secret_name(name))] = claims["jti"]
     ctx.holds_credential(key, True)
     metrics.credentials_issued.labels(kind=kind).inc()

@@ -19,18 +19,19 @@ from taskwarden.tasks.context import Context
 from taskwarden.tasks.facts import Body, Verdict, meta
 
 
-async def drop_secret(ctx: Context, ns: str, name: str) -> None:
-    await ctx.kube.delete_secret(ns, delivery.secret_name(name))
+async def drop_secret(ctx: Context, ns: str, name: str, uid: str) -> None:
+    """Delete the task's credential Secret, only if it is its own (delivery.owned)."""
+    await delivery.remove(ctx.kube, ns, name, uid)
     ctx.index.secrets.pop((ns, delivery.secret_name(name)), None)
 
 
 async def revoke_credential(ctx: Context, body: Body, reason: str, *, trigger_at: float) -> str:
     """Revocation proper: jti listed and Secret deleted, concurrently; returns the jti ("" if
     the task held none)."""
-    ns, name, _ = meta(body)
+    ns, name, uid = meta(body)
     cred = (body.get("status") or {}).get("credential") or {}
     jti = cred.get("jti")
-    waits: list[Awaitable[None]] = [drop_secret(ctx, ns, name)]
+    waits: list[Awaitable[None]] = [drop_secret(ctx, ns, name, uid)]
     if jti and cred.get("expiresAt"):
         waits.append(ctx.revocations.add(jti, timeutil.parse(cred["expiresAt"])))
     await asyncio.gather(*waits)
@@ -109,10 +110,10 @@ async def wait(ctx: Context, body: Body, verdict: Verdict, expires_at: float, no
 
 async def settle(ctx: Context, body: Body) -> None:
     """A task already in a terminal phase: forget it, and delete a Secret left behind."""
-    ns, name, _ = meta(body)
+    ns, name, uid = meta(body)
     ctx.forget((ns, name))
     if (ns, delivery.secret_name(name)) in ctx.index.secrets:
-        await drop_secret(ctx, ns, name)
+        await drop_secret(ctx, ns, name, uid)
 
 
 async def on_deleted(ctx: Context, body: Body) -> None:

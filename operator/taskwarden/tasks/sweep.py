@@ -1,5 +1,6 @@
 """The orphan sweep: delete credential Secrets whose task is gone, terminal, or names another
-jti, and bring the index of delivered Secrets in line with the cluster.
+jti, and bring the index of delivered Secrets in line with the cluster. It deletes only Secrets
+of the credential type controlled by the AgentTask they are named for (`_ours`).
 
 Called by tasks/reconciler.py (`resync_secrets`) at start-up, on take-over and periodically
 from runtime.py. Compares one paged LIST of Secrets with one paged LIST of tasks.
@@ -12,13 +13,30 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from taskwarden import names, timeutil
+from taskwarden import delivery, names, timeutil
 from taskwarden.kube import TASKS, ApiError
 from taskwarden.tasks.context import Context
 from taskwarden.tasks.facts import Key
 
 log = logging.getLogger(__name__)
 Lock = Callable[[Key], AbstractAsyncContextManager[None]]
+
+
+def _ours(secret: dict[str, Any], task_name: str) -> bool:
+    """May the sweep consider deleting this credential-type Secret? Only when it is named for
+    AgentTask `task_name` and controlled by an AgentTask of that name. It is then deleted when
+    no task of that name exists (what the garbage collector does too), or when its controller
+    UID is the live task's (delivery.owned) and that task no longer holds this token. A Secret
+    controlled by anything else, or by nothing, is never the operator's to delete."""
+    if secret["metadata"].get("name") != delivery.secret_name(task_name):
+        return False
+    refs = secret["metadata"].get("ownerReferences") or []
+    controller = next((r for r in refs if r.get("controller") is True), None)
+    if controller is None or controller.get("kind") != "AgentTask":
+        return False
+    if controller.get("name") != task_name or not controller.get("uid"):
+        return False
+    return str(controller.get("apiVersion", "")).split("/")[0] == names.GROUP
 
 
 async def _list_secrets(ctx: Context) -> list[dict[str, Any]]:
@@ -57,12 +75,17 @@ async def resync_secrets(ctx: Context, lock: Lock) -> int:
             except ApiError as e:
                 if e.status != 404:
                     raise
+        if not _ours(s, task_name):
+            log.warning(
+                "left Secret %s/%s alone: its controller is not task %s", ns, sname, task_name
+            )
+            continue
+        if task is not None and not delivery.owned(s, task["metadata"].get("uid", "")):
+            # Controlled by an earlier task of that name: the garbage collector's to delete.
+            continue
         tst = (task or {}).get("status") or {}
         live_jti = (tst.get("credential") or {}).get("jti")
-        owner_ok = task is not None and any(
-            o.get("uid") == task["metadata"].get("uid") for o in md.get("ownerReferences") or []
-        )
-        if task is None or tst.get("phase") != "Active" or live_jti != jti or not owner_ok:
+        if task is None or tst.get("phase") != "Active" or live_jti != jti:
             if jti and task is None:
                 exp = (md.get("annotations") or {}).get(names.EXP_ANNOTATION)
                 if exp:
@@ -71,7 +94,7 @@ async def resync_secrets(ctx: Context, lock: Lock) -> int:
                 # Re-check under the lock: an issue may have just landed.
                 if ctx.index.secrets.get((ns, sname)) not in (None, jti) and task:
                     continue
-                await ctx.kube.delete_secret(ns, sname)
+                await ctx.kube.delete_secret(ns, sname, uid=md.get("uid") or None)
                 ctx.index.secrets.pop((ns, sname), None)
             removed += 1
             log.info("removed orphaned credential secret %s/%s", ns, sname)
