@@ -115,9 +115,7 @@ def oracle_verdict(task: policy.TaskRequest, p: dict[str, Any]) -> tuple[str, in
 def oracle_gap(task: policy.TaskRequest, p: dict[str, Any]) -> int:
     """How many scope triples and limits (maxTTL, maxCredentialTTL) the policy leaves uncovered."""
     rules = p["spec"]["rules"]
-    gap = sum(
-        1 for t in oracle_triples(task) if not any(rule_covers(r, t, task) for r in rules)
-    )
+    gap = sum(1 for t in oracle_triples(task) if not any(rule_covers(r, t, task) for r in rules))
     max_ttl, max_cred = p["spec"].get("maxTTL"), p["spec"].get("maxCredentialTTL")
     gap += max_ttl is not None and task.ttl > DURATIONS[max_ttl]
     gap += max_cred is not None and task.credential_ttl > DURATIONS[max_cred]

@@ -25,6 +25,7 @@ from taskwarden.config import Settings
 from taskwarden.credentials.keymanager import KeyManager
 from taskwarden.index import Index, TaskRef
 from taskwarden.kube import TASKS, ApiError, Kube
+from taskwarden.ledger import Ledger
 from taskwarden.publishing import RevocationPublisher
 from taskwarden.tasks import checks, gather, issue, revoke, sweep, transitions
 from taskwarden.tasks.context import Context
@@ -44,6 +45,7 @@ class Reconciler:
         index: Index,
         keys: KeyManager,
         revocations: RevocationPublisher,
+        ledger: Ledger,
         clock: Callable[[], float],
         instance: str | None = None,
     ) -> None:
@@ -55,6 +57,7 @@ class Reconciler:
             index=index,
             keys=keys,
             revocations=revocations,
+            ledger=ledger,
             clock=clock,
             scheduler=self.scheduler,
             instance=instance or socket.gethostname(),
@@ -120,6 +123,10 @@ class Reconciler:
     async def resync_secrets(self) -> int:
         """Delete credential Secrets whose task is gone, terminal, or holds another jti."""
         return await sweep.resync_secrets(self.ctx, self.lock)
+
+    async def resync_ledger(self) -> int:
+        """List (then drop) every ledger entry whose task is gone, terminal or moved on."""
+        return await sweep.resync_ledger(self.ctx, self.lock)
 
     async def _guarded(self, key: Key, body: Body) -> None:
         try:
