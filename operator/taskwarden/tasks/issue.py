@@ -149,9 +149,10 @@ async def keep(
     verdict: Verdict,
     expires_at: float,
     now: float,
-) -> None:
+) -> bool:
     """An Active task stays Active: make sure its Secret holds the token status names, and
-    rotate when half the token's life is over."""
+    rotate when half the token's life is over. True when it issued a token (a rotation, or a
+    reissue after a crash)."""
     ns, name, _ = meta(body)
     key = (ns, name)
     cred = (body.get("status") or {}).get("credential") or {}
@@ -169,19 +170,20 @@ async def keep(
         elif now - timeutil.parse(cred["issuedAt"]) < SECRET_GRACE:
             # The writer of that status may still be writing the Secret: look again soon.
             ctx.scheduler.schedule(key, "retry", timeutil.parse(cred["issuedAt"]) + SECRET_GRACE)
-            return
+            return False
         else:
             # Missing or holding another token (a crash between the two writes): reissue.
             await issue(ctx, body, req, verdict, expires_at, kind="reissue")
-            return
+            return True
     if verdict.approval and verdict.approval.expires_at:
         ctx.scheduler.schedule(key, "approval", verdict.approval.expires_at)
     issued = timeutil.parse(cred["issuedAt"])
     token_exp = timeutil.parse(cred["expiresAt"])
     rot = lifecycle.rotation_at(issued, token_exp, expires_at)
     if rot is None:
-        return
+        return False
     if now >= rot:
         await issue(ctx, body, req, verdict, expires_at, kind="rotate")
-    else:
-        ctx.scheduler.schedule(key, "rotate", rot)
+        return True
+    ctx.scheduler.schedule(key, "rotate", rot)
+    return False

@@ -54,23 +54,29 @@ async def _get_task(ctx: Context, key: Key) -> dict[str, Any] | None:
 async def resync_ledger(ctx: Context, lock: Lock) -> int:
     """List every ledger entry whose task is gone, not Active, or moved past it without ever
     naming it (ledger.judge), then drop it; drop expired entries. Returns how many were
-    listed. The LIST of tasks comes first, so an entry written after it is re-checked against
-    a fresh GET under the task's lock (an issuance in flight holds that lock)."""
-    tasks = await _list_tasks(ctx)
+    listed. The ledger is read before the LIST of tasks: an entry in it was written after its
+    task was created, so a task missing from the LIST (or of another UID) is gone for good.
+    A task that is listed but not (yet) holding the entry is re-checked against a fresh GET
+    under its lock: an issuance in flight holds that lock."""
     await ctx.ledger.load()
+    snapshot = ctx.ledger.entries()
+    tasks = await _list_tasks(ctx)
     now = ctx.clock()
     expired: list[ledger.Entry] = []
     suspects: list[ledger.Entry] = []
-    for e in ctx.ledger.entries():
+    revoked: list[ledger.Entry] = []
+    for e in snapshot:
         if ctx.settings.watch.namespaces and e.namespace not in ctx.settings.watch.namespaces:
             continue
-        verdict = ledger.judge(e, tasks.get((e.namespace, e.name)), now)
+        task = tasks.get((e.namespace, e.name))
+        verdict = ledger.judge(e, task, now)
         if verdict == ledger.DROP:
             expired.append(e)
+        elif verdict == ledger.REVOKE and (task is None or task["metadata"]["uid"] != e.uid):
+            revoked.append(e)
         elif verdict == ledger.REVOKE:
             suspects.append(e)
     sem = asyncio.Semaphore(32)
-    revoked: list[ledger.Entry] = []
 
     async def recheck(e: ledger.Entry) -> None:
         async with sem, lock((e.namespace, e.name)):
