@@ -81,6 +81,9 @@ class LifecycleSettings:
     revocation_max_entries: int = 20000
     api_workers: int = 32
     """Threads for blocking Kubernetes client calls, kept off kopf's event loop."""
+    test_crash_after: str = ""
+    """Tests only (TASKWARDEN_TEST_CRASH_AFTER): `ledger` exits the process right after the
+    first ledger write of an issuance, before status and Secret: a crash at the worst moment."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
     lifecycle = LifecycleSettings(
         sweep_interval=_env_float(env, "TASKWARDEN_SWEEP_SECONDS", 60.0),
         revocation_max_entries=_env_int(env, "TASKWARDEN_REVOCATION_MAX_ENTRIES", 20000),
+        test_crash_after=env.get("TASKWARDEN_TEST_CRASH_AFTER", ""),
     )
     server = ServerSettings(
         metrics_port=_as_int(

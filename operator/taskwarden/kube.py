@@ -100,7 +100,7 @@ class Kube:
         )
 
     async def list_tasks_brief(self, ns: str | None = None) -> builtins.list[dict[str, Any]]:
-        """AgentTasks reduced to what the Secret sweep compares: uid, phase, credential jti."""
+        """AgentTasks reduced to what the sweeps compare: uid, phase, credential jti, issuedAt."""
 
         def brief(item: dict[str, Any]) -> dict[str, Any]:
             md, st = item.get("metadata") or {}, item.get("status") or {}
@@ -108,7 +108,9 @@ class Kube:
                 "metadata": {k: md.get(k) for k in ("name", "namespace", "uid")},
                 "status": {
                     "phase": st.get("phase"),
-                    "credential": {"jti": (st.get("credential") or {}).get("jti")},
+                    "credential": {
+                        k: (st.get("credential") or {}).get(k) for k in ("jti", "issuedAt")
+                    },
                 },
             }
 

@@ -1,8 +1,10 @@
 """Wires the services together for one operator process and runs their background loops.
 
 Called by handlers.py at kopf start-up and clean-up. Holds no logic of its own beyond order:
-load keys and the revocation list, warm the indexes from one LIST each, sweep orphaned
-Secrets, then let kopf's watchers deliver tasks.
+load keys, the revocation list and the ledger, warm the indexes from one LIST each, sweep
+orphaned Secrets, revoke what the ledger holds for tasks gone or ended while no operator ran,
+and only then reconcile live tasks (which issues new credentials) and let kopf's watchers
+deliver tasks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from taskwarden import index as index_mod
 from taskwarden import kube as kube_mod
 from taskwarden.index import Index
 from taskwarden.kube import APPROVALS, POLICIES, TASKS, Kube
+from taskwarden.ledger import Ledger
 from taskwarden.publishing import KeyManager, RevocationPublisher
 from taskwarden.tasks.reconciler import Reconciler
 
@@ -33,6 +36,7 @@ class Runtime:
     index: Index
     keys: KeyManager
     revocations: RevocationPublisher
+    ledger: Ledger
     reconciler: Reconciler
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -65,12 +69,18 @@ class Runtime:
         for appr in await self._list_each(lambda ns: self.kube.list(APPROVALS, ns)):
             self.index.put_approval(appr)
         removed = await self.reconciler.resync_secrets()
+        t1 = time.monotonic()
+        listed = await self.reconciler.resync_ledger()
         kube_mod.trim_memory()
         log.info(
-            "indexes warm in %.2fs: %d namespaces with pods, %d orphaned secrets removed",
+            "indexes warm in %.2fs: %d namespaces with pods, %d orphaned secrets removed, "
+            "%d ledger entries revoked (ledger sweep %.2fs, %d entries left)",
             time.monotonic() - t0,
             len(self.index.pods),
             removed,
+            listed,
+            time.monotonic() - t1,
+            len(self.ledger),
         )
 
     async def resync_tasks(self) -> int:
@@ -104,6 +114,7 @@ class Runtime:
                 continue  # a standby's indexes are stale: only the active replica sweeps
             try:
                 await self.reconciler.resync_secrets()
+                await self.reconciler.resync_ledger()
                 await self.resync_tasks()  # reconciles from the LIST, no GET per task
             except Exception:
                 log.exception("periodic sweep failed; next in %ss", interval)
@@ -127,6 +138,8 @@ class Runtime:
         if hooks is not None:
             with contextlib.suppress(Exception):
                 await hooks.stop()
+        with contextlib.suppress(Exception):
+            await self.ledger.flush()
         with contextlib.suppress(Exception):
             await self.revocations.flush()
         self.kube.close()
@@ -169,10 +182,12 @@ async def build(settings: config.Settings) -> Runtime:
     op_ns = settings.watch.operator_namespace
     keys = KeyManager(kube, op_ns, settings.keys)
     revocations = RevocationPublisher(kube, op_ns, settings.lifecycle)
+    ledger = Ledger(kube, op_ns)
     await keys.ensure()
     await revocations.load()
-    reconciler = Reconciler(kube, settings, index, keys, revocations, clock=time.time)
-    rt = Runtime(settings, kube, index, keys, revocations, reconciler)
+    await ledger.load()
+    reconciler = Reconciler(kube, settings, index, keys, revocations, ledger, clock=time.time)
+    rt = Runtime(settings, kube, index, keys, revocations, ledger, reconciler)
     rt.start_background()  # the revocation flusher must run before the orphan sweep waits on it
     await rt.warm()
     rt.extras["webhooks"] = await server.start(

@@ -186,6 +186,7 @@ def test_a_covered_task_is_allowed_by_the_rule_covering_its_first_scope() -> Non
         rule=1,
         reason="Allowed",
         message="allowed by rule 1 of policy research-agents",
+        candidates=("research-agents",),
     )
     assert decision.issuable
 
@@ -403,16 +404,63 @@ def test_a_policy_without_approval_beats_an_earlier_one_needing_it() -> None:
     assert (decision.policy, decision.reason) == ("a-gated", "ApprovalRequired")
 
 
-def test_a_denial_explains_the_first_candidate_by_name() -> None:
+def test_a_denial_explains_the_closest_candidate_and_names_every_candidate() -> None:
+    """Three policies, each failing on a different axis: the one leaving the fewest scope
+    triples and limits uncovered explains the denial, not the first by name."""
+    task = make_task(
+        scopes=scopes(("github", ["read", "comment"], ["repo:acme/widgets"])),
+        ttl="30m",
+        credentialTTL="5m",
+    )
     policies = [
-        make_policy("b", [rule(audiences=("https://other",))]),
-        make_policy("a", [rule(tool="s3")]),
+        # scope: neither triple is covered (gap 2)
+        make_policy("a-scope", [rule(tool="s3")]),
+        # limits: both triples covered, but ttl and credentialTTL too long (gap 2)
+        make_policy("b-limits", maxTTL="10m", maxCredentialTTL="1m"),
+        # audience: read covered, comment only under another audience (gap 1): the closest
+        make_policy(
+            "c-audience",
+            [rule(actions=("read",)), rule(actions=("comment",), audiences=("https://x",))],
+        ),
         make_policy("0-other-agent", accounts=("someone-else",)),
         make_policy("0-other-ns", namespace="elsewhere"),
     ]
+    decision = policy.evaluate(task, policies)
+    assert (decision.policy, decision.reason) == ("c-audience", "AudienceNotAllowed")
+    assert "rule 1 of policy c-audience" in decision.message
+    assert decision.candidates == ("a-scope", "b-limits", "c-audience")
+    # Take the closest away: of the two left with a gap of 2, the first by name explains.
+    rest = policy.evaluate(task, [p for p in policies if p["metadata"]["name"] != "c-audience"])
+    assert (rest.policy, rest.reason) == ("a-scope", "ScopeNotCovered")
+    assert rest.candidates == ("a-scope", "b-limits")
+
+
+def test_a_limit_failure_counts_against_a_policy_as_much_as_a_scope() -> None:
+    task = make_task(ttl="30m")
+    policies = [
+        make_policy("a-scope-and-ttl", [rule(tool="s3")], maxTTL="10m"),  # gap 2
+        make_policy("b-ttl", maxTTL="10m"),  # gap 1
+    ]
+    decision = policy.evaluate(task, policies)
+    assert (decision.policy, decision.reason) == ("b-ttl", "TTLTooLong")
+
+
+def test_an_invalid_policy_never_explains_when_another_candidate_can() -> None:
+    policies = [
+        make_policy("a-broken", maxTTL="forever"),
+        make_policy("b-scope", [rule(tool="s3")]),
+    ]
     decision = policy.evaluate(make_task(), policies)
-    assert (decision.policy, decision.reason) == ("a", "ScopeNotCovered")
-    assert "policy a" in decision.message
+    assert (decision.policy, decision.reason) == ("b-scope", "ScopeNotCovered")
+    assert decision.candidates == ("a-broken", "b-scope")
+    alone = policy.evaluate(make_task(), policies[:1])
+    assert (alone.policy, alone.reason) == ("a-broken", "InvalidPolicy")
+
+
+def test_an_allowing_decision_also_names_every_candidate() -> None:
+    policies = [make_policy("b"), make_policy("a", [rule(tool="s3")])]
+    decision = policy.evaluate(make_task(), policies)
+    assert (decision.policy, decision.candidates) == ("b", ("a", "b"))
 
 
 def test_covering_policies_lists_allowing_policies_by_name() -> None:

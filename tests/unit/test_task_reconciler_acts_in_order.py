@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -15,6 +16,7 @@ from taskwarden import config, names, timeutil
 from taskwarden.credentials import keymanager, tokens
 from taskwarden.index import Index, TaskRef
 from taskwarden.kube import TASKS, ApiError
+from taskwarden.ledger import Ledger
 from taskwarden.tasks.reconciler import Reconciler
 from tests.unit import task_world as w
 
@@ -37,6 +39,33 @@ class FakeKube:
         self.tasks: dict[tuple[str, str], dict[str, Any]] = {}
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.fail_status: int | None = None
+        self.configmaps: dict[str, dict[str, Any]] = {}
+
+    async def get_configmap(self, ns: str, name: str) -> dict[str, Any] | None:
+        cm = self.configmaps.get(name)
+        return copy.deepcopy(cm) if cm else None
+
+    async def create_configmap(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        if name in self.configmaps:
+            raise ApiError(409, "AlreadyExists")
+        return self._store_configmap(name, body)
+
+    async def replace_configmap(self, ns: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        if body["metadata"].get("resourceVersion") != self.configmaps[name]["metadata"]["rv"]:
+            raise ApiError(409, "Conflict")
+        return self._store_configmap(name, body)
+
+    def _store_configmap(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("ledger", name, dict(body["data"])))
+        cm = copy.deepcopy(body)
+        cm["metadata"]["resourceVersion"] = cm["metadata"]["rv"] = str(len(self.calls))
+        self.configmaps[name] = cm
+        return copy.deepcopy(cm)
+
+    def ledger(self) -> set[str]:
+        """The jti the ledger ConfigMaps hold."""
+        return {jti for cm in self.configmaps.values() for jti in cm["data"]}
 
     async def get(self, plural: str, ns: str, name: str) -> dict[str, Any]:
         self.calls.append(("get", plural, name))
@@ -106,6 +135,7 @@ def run(scenario: Callable[[Reconciler, FakeKube, Clock], Coroutine[Any, Any, No
             index,
             keymanager.MemoryKeyManager(clock=lambda: w.NOW),
             FakeRevocations(kube),  # type: ignore[arg-type]
+            Ledger(kube, "taskwarden-system"),  # type: ignore[arg-type]
             clock=clock,
             instance="test-0",
         )
@@ -122,16 +152,21 @@ def issued_task(r: Reconciler, kube: FakeKube, body: dict[str, Any]) -> dict[str
     return {**body, "status": {**body["status"], **patch}}
 
 
-def test_issue_writes_status_before_the_secret_and_schedules_rotation() -> None:
+def test_issue_writes_ledger_then_status_then_the_secret_and_schedules_rotation() -> None:
     async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
         body = w.task()
         await r.reconcile_now(body)
         assert kube.writes() == ["patch_status", "put_secret"]
+        order = [c[0] for c in kube.calls if c[0] in ("ledger", "patch_status", "put_secret")]
+        assert order == ["ledger", "patch_status", "put_secret"]
+        ledgered = next(c[2] for c in kube.calls if c[0] == "ledger")
         _, name, rv, patch = next(c for c in kube.calls if c[0] == "patch_status")
         assert (name, rv) == ("t", "7")  # conditioned on the resourceVersion that was read
         assert patch["phase"] == "Active" and patch["reason"] == "Issued"
         cred = patch["credential"]
         assert cred["issuedAt"] == timeutil.rfc3339(w.NOW)
+        assert list(ledgered) == [cred["jti"]]  # durable before status names it
+        assert '"backend":"jwt"' in ledgered[cred["jti"]]
         secret = kube.secrets[(w.NS, "t-credential")]
         assert secret["metadata"]["annotations"][names.JTI_ANNOTATION] == cred["jti"]
         token = base64.b64decode(secret["data"]["token"]).decode()
@@ -161,7 +196,7 @@ def test_an_active_task_with_its_secret_in_place_is_left_alone_until_rotation() 
         clock.now = rot
         await r.reconcile_now(active)
         assert kube.writes() == ["patch_status", "put_secret"]
-        patch = kube.calls[0][3]
+        patch = next(c[3] for c in kube.calls if c[0] == "patch_status")
         assert patch["reason"] == "Rotated" and patch["credential"]["rotations"] == 1
 
     run(scenario)
@@ -334,5 +369,70 @@ def test_deleting_a_live_task_revokes_its_credential_and_rechecks_its_children()
         await asyncio.sleep(0)
         assert ("get", TASKS, "kid") in kube.calls  # the child is re-read (and is gone)
         assert (w.NS, "kid") not in r.index.tasks
+
+    run(scenario)
+
+
+# --- the ledger of live credentials ----------------------------------------------------------
+
+
+async def settle() -> None:
+    for _ in range(10):  # background ledger removals: list first, then drop
+        await asyncio.sleep(0)
+
+
+def test_a_lost_status_write_lists_the_ledgered_jti_then_drops_it() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        kube.fail_status = 409
+        await r.reconcile_now(w.task())
+        await settle()
+        ledgered = next(c[2] for c in kube.calls if c[0] == "ledger")
+        (jti,) = ledgered
+        assert ("revoke", jti) in kube.calls and kube.ledger() == set()
+
+    run(scenario)
+
+
+def test_ending_a_task_lists_every_ledgered_token_of_it_then_empties_the_ledger() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task()
+        await r.reconcile_now(body)
+        first = issued_task(r, kube, body)
+        rot = r.scheduler.deadline((w.NS, "t"), "rotate")
+        assert rot is not None
+        clock.now = rot
+        kube.calls.clear()
+        await r.reconcile_now(first)  # rotation: the old token stays valid for its overlap
+        rotated = issued_task(r, kube, first)
+        jtis = {first["status"]["credential"]["jti"], rotated["status"]["credential"]["jti"]}
+        assert kube.ledger() == jtis
+        done = {**rotated, "spec": {**rotated["spec"], "completed": True}}
+        await r.reconcile_now(done)
+        await settle()
+        assert {c[1] for c in kube.calls if c[0] == "revoke"} == jtis
+        assert kube.ledger() == set()
+
+    run(scenario)
+
+
+def test_the_ledger_sweep_lists_what_no_live_task_holds_and_keeps_the_rest() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        body = w.task()
+        await r.reconcile_now(body)
+        live = issued_task(r, kube, body)
+        live["metadata"]["uid"] = body["metadata"]["uid"]
+        kube.tasks[(w.NS, "t")] = live
+        await r.reconcile_now(w.task("gone"))  # ledgered, then its task vanishes
+        kube.calls.clear()
+        assert await r.resync_ledger() == 1
+        await settle()
+        live_jti = live["status"]["credential"]["jti"]
+        revoked = [c[1] for c in kube.calls if c[0] == "revoke"]
+        assert len(revoked) == 1 and revoked[0] != live_jti
+        assert kube.ledger() == {live_jti}
+        clock.now = timeutil.parse(live["status"]["credential"]["expiresAt"])
+        assert await r.resync_ledger() == 0  # expired: dropped without listing
+        assert kube.ledger() == set()
+        assert [c[1] for c in kube.calls if c[0] == "revoke"] == revoked
 
     run(scenario)

@@ -11,6 +11,7 @@ That reason and message go to `status.decision`, the Event and the audit record.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ class Decision:
     rule: int | None
     reason: str
     message: str
+    candidates: tuple[str, ...] = ()
+    """Every policy that names the task's service account, by name (set by `evaluate`)."""
 
     @property
     def issuable(self) -> bool:
@@ -117,23 +120,34 @@ def _rule_failure(
     return None
 
 
-def _cover_triples(task: taskspec.TaskRequest, policy: rules.Policy) -> _Coverage | _Failure:
+def _cover_triples(
+    task: taskspec.TaskRequest, policy: rules.Policy
+) -> tuple[_Coverage | _Failure, int]:
+    """The rule for each triple, or the first triple's failure and how many triples failed."""
     chosen: list[tuple[taskspec.Triple, rules.Rule]] = []
+    failed: list[_Failure] = []
     for triple in taskspec.triples(task):
         matching = [rule for rule in policy.rules if _scope_matches(rule, triple)]
         if not matching:
-            return _Failure(
-                SCOPE_NOT_COVERED,
-                f"scope {taskspec.show(triple)} is not covered by any rule of policy {policy.name}",
+            failed.append(
+                _Failure(
+                    SCOPE_NOT_COVERED,
+                    f"scope {taskspec.show(triple)} is not covered by any rule of policy "
+                    f"{policy.name}",
+                )
             )
+            continue
         failures = [_rule_failure(task, rule, policy) for rule in matching]
         covering = [rule for rule, failure in zip(matching, failures, strict=True) if not failure]
         if not covering:  # explain with the first rule that matched the scope
-            return next(failure for failure in failures if failure is not None)
+            failed.append(next(failure for failure in failures if failure is not None))
+            continue
         # Prefer a rule that needs no approval, so that approval is asked only when unavoidable.
         rule = next((r for r in covering if not r.approval_required), covering[0])
         chosen.append((triple, rule))
-    return _Coverage(tuple(chosen))
+    if failed:
+        return failed[0], len(failed)
+    return _Coverage(tuple(chosen)), 0
 
 
 def _check_ttl(task: taskspec.TaskRequest, policy: rules.Policy) -> _Failure | None:
@@ -163,32 +177,43 @@ def _fmt(seconds: float) -> str:
 _LIMIT_CHECKS = (_check_ttl, _check_credential_ttl)
 
 
+NEVER_CLOSE = 1 << 30
+"""The gap of a candidate that cannot be judged (malformed, or not applicable)."""
+
+
 def evaluate_policy(task: taskspec.TaskRequest, policy: Mapping[str, Any]) -> Decision:
     """Decide the task against one policy, as `evaluate` does for each candidate."""
+    return _assess(task, policy)[0]
+
+
+def _assess(task: taskspec.TaskRequest, policy: Mapping[str, Any]) -> tuple[Decision, int]:
+    """The decision of one policy and its gap: how many scope triples and limits (ttl,
+    credentialTTL) it leaves uncovered. 0 when allowed. A denial is explained by the first
+    uncovered item."""
     name = rules.policy_name(policy)
     if not rules.applies(task, policy):
-        return _deny(
-            NO_MATCHING_POLICY,
+        msg = (
             f"policy {name} does not apply to service account {task.service_account} "
-            f"in namespace {task.namespace}",
-            name,
+            f"in namespace {task.namespace}"
         )
+        return _deny(NO_MATCHING_POLICY, msg, name), NEVER_CLOSE
     try:
         parsed = rules.parse_policy(policy)
     except rules.Invalid as err:
-        return _deny(INVALID_POLICY, f"policy {name} is invalid and was skipped: {err}", name)
+        msg = f"policy {name} is invalid and was skipped: {err}"
+        return _deny(INVALID_POLICY, msg, name), NEVER_CLOSE
 
     failure = _check_task_shape(task)
     if failure is not None:
-        return _deny(failure.reason, failure.message, parsed.name)
-    coverage = _cover_triples(task, parsed)
+        return _deny(failure.reason, failure.message, parsed.name), NEVER_CLOSE
+    coverage, gap = _cover_triples(task, parsed)
+    failures = [f for f in (check(task, parsed) for check in _LIMIT_CHECKS) if f is not None]
+    gap += len(failures)
     if isinstance(coverage, _Failure):
-        return _deny(coverage.reason, coverage.message, parsed.name)
-    for check in _LIMIT_CHECKS:
-        failure = check(task, parsed)
-        if failure is not None:
-            return _deny(failure.reason, failure.message, parsed.name)
-    return _allow(parsed, coverage)
+        return _deny(coverage.reason, coverage.message, parsed.name), gap
+    if failures:
+        return _deny(failures[0].reason, failures[0].message, parsed.name), gap
+    return _allow(parsed, coverage), 0
 
 
 def _allow(policy: rules.Policy, coverage: _Coverage) -> Decision:
@@ -243,7 +268,8 @@ def evaluate(task: taskspec.TaskRequest, policies: Sequence[Mapping[str, Any]]) 
 
     Candidates are the policies of the task's namespace naming its service account, by name.
     The first that allows without approval wins, else the first that allows with approval;
-    otherwise the decision of the first candidate explains the denial.
+    otherwise the closest candidate explains the denial: the one leaving the fewest scope
+    triples and limits uncovered (ties by name). Every decision names all candidates.
     """
     candidates = _candidates(task, policies)
     if not candidates:
@@ -253,14 +279,15 @@ def evaluate(task: taskspec.TaskRequest, policies: Sequence[Mapping[str, Any]]) 
             f"{task.service_account} in spec.subjects.serviceAccounts",
             None,
         )
-    decisions = [evaluate_policy(task, policy) for policy in candidates]
-    for decision in decisions:
-        if decision.allowed and not decision.needs_approval:
-            return decision
-    for decision in decisions:
-        if decision.allowed:
-            return decision
-    return decisions[0]
+    assessed = [_assess(task, policy) for policy in candidates]
+    names_ = tuple(rules.policy_name(p) or "" for p in candidates)
+    decisions = [d for d, _ in assessed]
+    chosen = (
+        next((d for d in decisions if d.allowed and not d.needs_approval), None)
+        or next((d for d in decisions if d.allowed), None)
+        or min(assessed, key=lambda dg: dg[1])[0]  # min keeps the first (by name) on ties
+    )
+    return dataclasses.replace(chosen, candidates=names_)
 
 
 def covering_policies(

@@ -19,6 +19,7 @@ from taskwarden.config import Settings
 from taskwarden.credentials.keymanager import KeyManager
 from taskwarden.index import Index
 from taskwarden.kube import Kube
+from taskwarden.ledger import Ledger
 from taskwarden.publishing import RevocationPublisher
 from taskwarden.tasks import explain
 from taskwarden.tasks.facts import Body, Key, meta
@@ -38,6 +39,8 @@ class Context:
     index: Index
     keys: KeyManager
     revocations: RevocationPublisher
+    ledger: Ledger
+    """Every live credential, written before it exists (taskwarden/ledger.py)."""
     clock: Callable[[], float]
     scheduler: Scheduler
     instance: str

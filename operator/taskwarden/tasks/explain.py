@@ -35,6 +35,7 @@ def decision_status(d: policy.Decision, now: float) -> dict[str, Any]:
         "policy": d.policy,
         "rule": d.rule,
         "reason": f"{d.reason}: {d.message}"[:1024],
+        "candidates": list(d.candidates),
         "evaluatedAt": timeutil.rfc3339(int(now)),
     }
 

@@ -1,17 +1,21 @@
-"""Issuing, rotating and keeping a task's credential: claims, sign, status, Secret, record.
+"""Issuing, rotating and keeping a task's credential: claims, sign, ledger, status, Secret.
 
-Called by tasks/reconciler.py for the `issue` and `keep` actions. Writes in this order: status
-first (naming the new jti, conditioned on the resourceVersion that was read, so two replicas
-can never both issue), then the Secret. A crash in between leaves a status whose Secret is
-missing; `keep` finds that and reissues (revoking the jti that status named).
+Called by tasks/reconciler.py for the `issue` and `keep` actions. Writes in this order: the
+ledger entry of the new jti (durable before anything else names it, so that a task deleted
+while no operator runs can still have it revoked), then status (naming the new jti,
+conditioned on the resourceVersion that was read, so two replicas can never both issue), then
+the Secret. A crash after the ledger write leaves an entry the next sweep lists; a crash
+after status leaves a status whose Secret is missing; `keep` finds that and reissues
+(revoking the jti that status named).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from taskwarden import audit, delivery, lifecycle, metrics, names, policy, timeutil
-from taskwarden.credentials import tokens
+from taskwarden.credentials import ledger, tokens
 from taskwarden.kube import TASKS
 from taskwarden.tasks import explain, revoke
 from taskwarden.tasks.context import Context
@@ -77,6 +81,10 @@ async def issue(
         await revoke.end(ctx, body, "Expired", "Expired", "the task expired", trigger_at=now)
         return
     claims, token, kid = _sign(ctx, body, req, verdict, now, token_exp)
+    entry = ledger.Entry(claims["jti"], claims["exp"], claims["iat"], uid, ns, name)
+    await ctx.ledger.add(entry)
+    if ctx.settings.lifecycle.test_crash_after == "ledger":
+        os._exit(70)  # tests only: the crash between ledger and status (config.py)
     patch = explain.issue_patch(
         body,
         verdict,
@@ -87,14 +95,19 @@ async def issue(
         expires_at=expires_at,
         now=now,
     )
-    # Status first, conditioned on what we read: loses (409) to any concurrent writer.
-    await ctx.kube.patch_status(
-        TASKS, ns, name, patch, resource_version=body["metadata"]["resourceVersion"]
-    )
+    # Status next, conditioned on what we read: loses (409) to any concurrent writer.
+    try:
+        await ctx.kube.patch_status(
+            TASKS, ns, name, patch, resource_version=body["metadata"]["resourceVersion"]
+        )
+    except BaseException:
+        # This token never left the process, but a ledger entry leaves only once listed.
+        revoke.retire(ctx, uid, {entry.jti: entry.exp})
+        raise
     old = st.get("credential") or {}
     if kind == "reissue" and old.get("jti"):
         # The previous token may have reached the pod before the crash: revoke it.
-        ctx.revocations.add(old["jti"], timeutil.parse(old["expiresAt"]))
+        revoke.retire(ctx, uid, {old["jti"]: timeutil.parse(old["expiresAt"])})
     secret = delivery.credential_secret(
         namespace=ns,
         task_name=name,
@@ -143,9 +156,10 @@ async def keep(
     verdict: Verdict,
     expires_at: float,
     now: float,
-) -> None:
+) -> bool:
     """An Active task stays Active: make sure its Secret holds the token status names, and
-    rotate when half the token's life is over."""
+    rotate when half the token's life is over. True when it issued a token (a rotation, or a
+    reissue after a crash)."""
     ns, name, _ = meta(body)
     key = (ns, name)
     cred = (body.get("status") or {}).get("credential") or {}
@@ -163,19 +177,20 @@ async def keep(
         elif now - timeutil.parse(cred["issuedAt"]) < SECRET_GRACE:
             # The writer of that status may still be writing the Secret: look again soon.
             ctx.scheduler.schedule(key, "retry", timeutil.parse(cred["issuedAt"]) + SECRET_GRACE)
-            return
+            return False
         else:
             # Missing or holding another token (a crash between the two writes): reissue.
             await issue(ctx, body, req, verdict, expires_at, kind="reissue")
-            return
+            return True
     if verdict.approval and verdict.approval.expires_at:
         ctx.scheduler.schedule(key, "approval", verdict.approval.expires_at)
     issued = timeutil.parse(cred["issuedAt"])
     token_exp = timeutil.parse(cred["expiresAt"])
     rot = lifecycle.rotation_at(issued, token_exp, expires_at)
     if rot is None:
-        return
+        return False
     if now >= rot:
         await issue(ctx, body, req, verdict, expires_at, kind="rotate")
-    else:
-        ctx.scheduler.schedule(key, "rotate", rot)
+        return True
+    ctx.scheduler.schedule(key, "rotate", rot)
+    return False

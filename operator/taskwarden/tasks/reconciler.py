@@ -25,6 +25,7 @@ from taskwarden.config import Settings
 from taskwarden.credentials.keymanager import KeyManager
 from taskwarden.index import Index, TaskRef
 from taskwarden.kube import TASKS, ApiError, Kube
+from taskwarden.ledger import Ledger
 from taskwarden.publishing import RevocationPublisher
 from taskwarden.tasks import checks, gather, issue, revoke, sweep, transitions
 from taskwarden.tasks.context import Context
@@ -44,6 +45,7 @@ class Reconciler:
         index: Index,
         keys: KeyManager,
         revocations: RevocationPublisher,
+        ledger: Ledger,
         clock: Callable[[], float],
         instance: str | None = None,
     ) -> None:
@@ -55,6 +57,7 @@ class Reconciler:
             index=index,
             keys=keys,
             revocations=revocations,
+            ledger=ledger,
             clock=clock,
             scheduler=self.scheduler,
             instance=instance or socket.gethostname(),
@@ -121,6 +124,10 @@ class Reconciler:
         """Delete credential Secrets whose task is gone, terminal, or holds another jti."""
         return await sweep.resync_secrets(self.ctx, self.lock)
 
+    async def resync_ledger(self) -> int:
+        """List (then drop) every ledger entry whose task is gone, terminal or moved on."""
+        return await sweep.resync_ledger(self.ctx, self.lock)
+
     async def _guarded(self, key: Key, body: Body) -> None:
         try:
             await self._reconcile(body)
@@ -168,17 +175,21 @@ class Reconciler:
             self.kube, self.index, self.settings.identity.trust_domain, body
         )
         stopped_at, verdict = checks.run(facts, now)
-        self._count(stopped_at, facts)
         if not verdict.final:
             self.scheduler.schedule(key, "expire", facts.expires_at)
         needed_approval = bool(
             ((body.get("status") or {}).get("decision") or {}).get("needsApproval")
         )
         action = transitions.action(phase, needed_approval, verdict)
-        await self._act(action, facts, verdict, now)
+        new_phase, issued = await self._act(action, facts, verdict, now)
+        if new_phase != phase or issued:
+            self._count(stopped_at, facts)
 
     def _count(self, stopped_at: str, facts: Facts) -> None:
-        """The decision metrics: one policy decision and one attestation per check that ran."""
+        """The decision metrics, counted only for a reconcile that acted on them (moved the
+        task to another phase, or issued, rotated or reissued its credential) and once it did:
+        re-checks that change nothing (the operator's own status events, sweeps, retries after
+        a conflict) are not decisions."""
         if checks.reached(stopped_at, checks.policy_allows):
             allowed = facts.decision.allowed
             metrics.policy_decisions.labels(decision="allow" if allowed else "deny").inc()
@@ -186,7 +197,18 @@ class Reconciler:
             att = facts.attestation
             metrics.identity_verifications.labels(result="ok" if att.ok else att.reason).inc()
 
-    async def _act(self, action: str, facts: Facts, verdict: Verdict, now: float) -> None:
+    async def _act(
+        self, action: str, facts: Facts, verdict: Verdict, now: float
+    ) -> tuple[str | None, bool]:
+        """Call the actor; returns the phase the task is in afterwards, and whether a
+        credential was issued (first issue, rotation, reissue)."""
+        ctx, body = self.ctx, facts.body
+        if action == transitions.KEEP:
+            issued = await issue.keep(ctx, body, facts.req, verdict, facts.expires_at, now)
+            return (body.get("status") or {}).get("phase"), issued
+        return await self._change(action, facts, verdict, now), action == transitions.ISSUE
+
+    async def _change(self, action: str, facts: Facts, verdict: Verdict, now: float) -> str:
         ctx, body = self.ctx, facts.body
         if action == transitions.END:
             at = verdict.at if verdict.at is not None else now
@@ -199,21 +221,23 @@ class Reconciler:
                 trigger_at=at,
                 verdict=verdict,
             )
-        elif action == transitions.ISSUE:
+            return verdict.phase
+        if action == transitions.ISSUE:
             await issue.issue(ctx, body, facts.req, verdict, facts.expires_at, kind="issue")
-        elif action == transitions.KEEP:
-            await issue.keep(ctx, body, facts.req, verdict, facts.expires_at, now)
-        elif action == transitions.WAIT:
+            return "Active"
+        if action == transitions.WAIT:
             await revoke.wait(ctx, body, verdict, facts.expires_at, now)
-        elif action == transitions.WITHDRAW:
+            return verdict.phase
+        if action == transitions.WITHDRAW:
             reason = transitions.withdrawal_reason(bool(facts.approvals))
             await revoke.end(
                 ctx, body, "Revoked", reason, verdict.message, trigger_at=now, verdict=verdict
             )
-        elif action in (transitions.REVOKE, transitions.DENY):
-            phase = "Revoked" if action == transitions.REVOKE else "Denied"
+            return "Revoked"
+        if action in (transitions.REVOKE, transitions.DENY):
+            ended = "Revoked" if action == transitions.REVOKE else "Denied"
             await revoke.end(
-                ctx, body, phase, verdict.reason, verdict.message, trigger_at=now, verdict=verdict
+                ctx, body, ended, verdict.reason, verdict.message, trigger_at=now, verdict=verdict
             )
-        else:
-            raise AssertionError(f"no actor for {action}")
+            return ended
+        raise AssertionError(f"no actor for {action}")

@@ -4,12 +4,15 @@ after a deleted one.
 Called by tasks/reconciler.py (the `end`, `terminate-as-*` and `wait` actions, and deletions)
 and by tasks/issue.py (a token that would already be expired ends the task). Order of writes:
 the jti goes on the revocation list and the Secret is deleted, concurrently; then status. A
-crash in between is repaired by the next reconcile.
+crash in between is repaired by the next reconcile. Ledger entries of the task (its current
+token, and one a rotation replaced that is still valid) are listed too, and leave the ledger
+only after that (`retire`); a crash before then leaves them for the next sweep.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 
 from taskwarden import audit, delivery, metrics, names, timeutil
@@ -18,11 +21,25 @@ from taskwarden.tasks import explain
 from taskwarden.tasks.context import Context
 from taskwarden.tasks.facts import Body, Verdict, meta
 
+log = logging.getLogger(__name__)
+
 
 async def drop_secret(ctx: Context, ns: str, name: str, uid: str) -> None:
     """Delete the task's credential Secret, only if it is its own (delivery.owned)."""
     await delivery.remove(ctx.kube, ns, name, uid)
     ctx.index.secrets.pop((ns, delivery.secret_name(name)), None)
+
+
+def retire(ctx: Context, uid: str, jtis: dict[str, float]) -> None:
+    """List each jti (jti -> exp) now, and drop it from the ledger in the background once the
+    list is published: the order that never forgets a live token."""
+    listed = [ctx.revocations.add(j, exp) for j, exp in jtis.items()]
+
+    async def then() -> None:
+        await asyncio.gather(*listed)
+        await _unledger(ctx, uid, list(jtis))
+
+    ctx.spawn(then())
 
 
 async def revoke_credential(ctx: Context, body: Body, reason: str, *, trigger_at: float) -> str:
@@ -31,15 +48,26 @@ async def revoke_credential(ctx: Context, body: Body, reason: str, *, trigger_at
     ns, name, uid = meta(body)
     cred = (body.get("status") or {}).get("credential") or {}
     jti = cred.get("jti")
-    waits: list[Awaitable[None]] = [drop_secret(ctx, ns, name, uid)]
+    listed = {e.jti: e.exp for e in ctx.ledger.entries_of(uid) if e.exp > ctx.clock()}
     if jti and cred.get("expiresAt"):
-        waits.append(ctx.revocations.add(jti, timeutil.parse(cred["expiresAt"])))
+        listed[jti] = timeutil.parse(cred["expiresAt"])
+    waits: list[Awaitable[None]] = [drop_secret(ctx, ns, name, uid)]
+    waits += [ctx.revocations.add(j, exp) for j, exp in listed.items()]
     await asyncio.gather(*waits)
+    if listed:
+        ctx.spawn(_unledger(ctx, uid, list(listed)))
     ctx.holds_credential((ns, name), False)
     if jti:
         metrics.credentials_revoked.labels(reason=reason).inc()
         metrics.revocation_lag.observe(max(0.0, ctx.clock() - trigger_at))
     return str(jti) if jti else ""
+
+
+async def _unledger(ctx: Context, uid: str, jtis: list[str]) -> None:
+    try:
+        await ctx.ledger.remove(uid, jtis)
+    except Exception as e:  # listed already; the next sweep drops what is left
+        log.warning("ledger entries of task %s not removed yet: %s", uid, e)
 
 
 def cascade(ctx: Context, ns: str, name: str) -> None:

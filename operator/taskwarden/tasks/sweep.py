@@ -1,19 +1,22 @@
-"""The orphan sweep: delete credential Secrets whose task is gone, terminal, or names another
-jti, and bring the index of delivered Secrets in line with the cluster. It deletes only Secrets
-of the credential type controlled by the AgentTask they are named for (`_ours`).
+"""The orphan sweeps: delete credential Secrets whose task is gone, terminal, or names another
+jti, and bring the index of delivered Secrets in line with the cluster (only Secrets of the
+credential type controlled by the AgentTask they are named for: `_ours`); list (then drop)
+every ledger entry whose task is gone, terminal, or never made it its current token.
 
-Called by tasks/reconciler.py (`resync_secrets`) at start-up, on take-over and periodically
-from runtime.py. Compares one paged LIST of Secrets with one paged LIST of tasks.
+Called by tasks/reconciler.py (`resync_secrets`, `resync_ledger`) at start-up, on take-over and
+periodically from runtime.py. Each compares one paged LIST of tasks with what it sweeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from taskwarden import delivery, names, timeutil
+from taskwarden.credentials import ledger
 from taskwarden.kube import TASKS, ApiError
 from taskwarden.tasks.context import Context
 from taskwarden.tasks.facts import Key
@@ -49,15 +52,72 @@ async def _list_secrets(ctx: Context) -> list[dict[str, Any]]:
     return secrets
 
 
+async def _list_tasks(ctx: Context) -> dict[Key, dict[str, Any]]:
+    tasks: dict[Key, dict[str, Any]] = {}
+    for ns in ctx.settings.watch.namespaces or (None,):
+        for t in await ctx.kube.list_tasks_brief(ns):
+            tasks[(t["metadata"]["namespace"], t["metadata"]["name"])] = t
+    return tasks
+
+
+async def _get_task(ctx: Context, key: Key) -> dict[str, Any] | None:
+    try:
+        return await ctx.kube.get(TASKS, *key)
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        return None
+
+
+async def resync_ledger(ctx: Context, lock: Lock) -> int:
+    """List every ledger entry whose task is gone, not Active, or moved past it without ever
+    naming it (ledger.judge), then drop it; drop expired entries. Returns how many were
+    listed. The ledger is read before the LIST of tasks: an entry in it was written after its
+    task was created, so a task missing from the LIST (or of another UID) is gone for good.
+    A task that is listed but not (yet) holding the entry is re-checked against a fresh GET
+    under its lock: an issuance in flight holds that lock."""
+    await ctx.ledger.load()
+    snapshot = ctx.ledger.entries()
+    tasks = await _list_tasks(ctx)
+    now = ctx.clock()
+    expired: list[ledger.Entry] = []
+    suspects: list[ledger.Entry] = []
+    revoked: list[ledger.Entry] = []
+    for e in snapshot:
+        if ctx.settings.watch.namespaces and e.namespace not in ctx.settings.watch.namespaces:
+            continue
+        task = tasks.get((e.namespace, e.name))
+        verdict = ledger.judge(e, task, now)
+        if verdict == ledger.DROP:
+            expired.append(e)
+        elif verdict == ledger.REVOKE and (task is None or task["metadata"]["uid"] != e.uid):
+            revoked.append(e)
+        elif verdict == ledger.REVOKE:
+            suspects.append(e)
+    sem = asyncio.Semaphore(32)
+
+    async def recheck(e: ledger.Entry) -> None:
+        async with sem, lock((e.namespace, e.name)):
+            verdict = ledger.judge(e, await _get_task(ctx, (e.namespace, e.name)), ctx.clock())
+        if verdict == ledger.REVOKE:
+            revoked.append(e)
+        elif verdict == ledger.DROP:
+            expired.append(e)
+
+    await asyncio.gather(*(recheck(e) for e in suspects))
+    await asyncio.gather(*(ctx.revocations.add(e.jti, e.exp) for e in revoked))
+    await ctx.ledger.remove_entries(revoked + expired)
+    for e in revoked:
+        log.info("revoked jti %s of %s/%s from the ledger", e.jti, e.namespace, e.name)
+    return len(revoked)
+
+
 async def resync_secrets(ctx: Context, lock: Lock) -> int:
     """Delete orphaned credential Secrets (under each task's lock); returns how many."""
     secrets = await _list_secrets(ctx)
     # One paged LIST of the tasks (uid, phase, jti only) rather than a GET per Secret: at
     # 10,000 credentials that is the difference between half a minute and a few seconds.
-    tasks: dict[Key, dict[str, Any]] = {}
-    for ns in ctx.settings.watch.namespaces or (None,):
-        for t in await ctx.kube.list_tasks_brief(ns):
-            tasks[(t["metadata"]["namespace"], t["metadata"]["name"])] = t
+    tasks = await _list_tasks(ctx)
     removed = 0
     seen: set[Key] = set()
     for s in secrets:

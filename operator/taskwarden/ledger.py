@@ -1,0 +1,154 @@
+"""The store of the ledger of live credentials: 16 ConfigMaps `taskwarden-ledger-NN` in the
+operator namespace (record format and shards: credentials/ledger.py; docs/operations.md).
+
+Called by tasks/issue.py (`add`, awaited before the status write that names the jti), by
+tasks/revoke.py (`remove`, once the jti is listed) and by tasks/sweep.py (`load`, `entries`).
+
+Writes are group commits per shard: the first write goes out at once, and whatever arrives
+while it is in flight goes out together in the next one, so a burst of issuances costs a few
+writes, and a lone issuance waits for one write, not for a coalescing timer. Every write is a
+replace conditioned on the resourceVersion last read; on a conflict the shard is re-read and
+only this process's pending changes are applied again, so concurrent writers never lose each
+other's entries. Entries that do not decode are kept as they are (and logged), never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskwarden.credentials import ledger as fmt
+from taskwarden.kube import ApiError, Kube
+
+log = logging.getLogger(__name__)
+LABELS = {"app.kubernetes.io/managed-by": "taskwarden", "taskwarden.dev/ledger": "true"}
+MAX_CONFLICTS = 10
+
+
+@dataclass
+class _Shard:
+    name: str
+    data: dict[str, str] = field(default_factory=dict)
+    rv: str | None = None
+    pending: dict[str, str | None] = field(default_factory=dict)
+    """jti -> encoded entry to add, or None to remove; the last change of a jti wins."""
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    writer: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Ledger:
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube, self.namespace = kube, namespace
+        self.shards = {n: _Shard(n) for n in fmt.shard_names()}
+
+    async def load(self) -> None:
+        """Read every shard (at start-up, on take-over and before each sweep)."""
+        await asyncio.gather(*(self._load(s) for s in self.shards.values()))
+
+    async def _load(self, shard: _Shard) -> None:
+        async with shard.lock:
+            await self._read(shard)
+
+    async def _read(self, shard: _Shard) -> None:
+        cm = await self.kube.get_configmap(self.namespace, shard.name)
+        shard.data = dict((cm or {}).get("data") or {})
+        shard.rv = cm["metadata"]["resourceVersion"] if cm else None
+
+    def entries(self) -> list[fmt.Entry]:
+        out: list[fmt.Entry] = []
+        for shard in self.shards.values():
+            good, bad = fmt.entries(shard.data)
+            out += good
+            if bad:
+                log.warning(
+                    "ledger %s: %d entries do not decode, kept: %s", shard.name, len(bad), bad
+                )
+        return out
+
+    def entries_of(self, uid: str) -> list[fmt.Entry]:
+        """The entries of one task (its current token and any rotated-out one still valid)."""
+        good, _ = fmt.entries(self.shards[fmt.shard_of(uid)].data)
+        return [e for e in good if e.uid == uid]
+
+    def __len__(self) -> int:
+        return sum(len(s.data) for s in self.shards.values())
+
+    def add(self, entry: fmt.Entry) -> asyncio.Future[None]:
+        """Record a credential about to exist; resolves once its shard holds it durably."""
+        return self._change(fmt.shard_of(entry.uid), {entry.jti: fmt.encode(entry)})
+
+    def remove(self, uid: str, jtis: Iterable[str]) -> asyncio.Future[None]:
+        """Drop entries of one task: only once their jti is listed, or they have expired."""
+        return self._change(fmt.shard_of(uid), dict.fromkeys(jtis))
+
+    def remove_entries(self, entries: Iterable[fmt.Entry]) -> asyncio.Future[None]:
+        by_uid: dict[str, list[str]] = {}
+        for e in entries:
+            by_uid.setdefault(e.uid, []).append(e.jti)
+        futs = [self.remove(uid, jtis) for uid, jtis in by_uid.items()]
+        return asyncio.ensure_future(_all(futs))
+
+    def _change(self, name: str, changes: dict[str, str | None]) -> asyncio.Future[None]:
+        shard = self.shards[name]
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        shard.pending.update(changes)
+        shard.waiters.append(fut)
+        if shard.writer is None or shard.writer.done():
+            shard.writer = asyncio.create_task(self._write_loop(shard))
+        return fut
+
+    async def _write_loop(self, shard: _Shard) -> None:
+        while shard.pending:
+            changes, shard.pending = shard.pending, {}
+            waiters, shard.waiters = shard.waiters, []
+            try:
+                async with shard.lock:
+                    await self._write(shard, changes)
+            except Exception as e:
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(e)
+                continue
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    async def _write(self, shard: _Shard, changes: dict[str, str | None]) -> None:
+        for _ in range(MAX_CONFLICTS):
+            data = dict(shard.data)
+            for jti, value in changes.items():
+                if value is None:
+                    data.pop(jti, None)
+                else:
+                    data[jti] = value
+            body: dict[str, Any] = {
+                "metadata": {"name": shard.name, "namespace": self.namespace, "labels": LABELS},
+                "data": data,
+            }
+            try:
+                if shard.rv is None:
+                    res = await self.kube.create_configmap(self.namespace, body)
+                else:
+                    body["metadata"]["resourceVersion"] = shard.rv
+                    res = await self.kube.replace_configmap(self.namespace, shard.name, body)
+            except ApiError as e:
+                if e.status not in (404, 409):
+                    raise
+                await self._read(shard)  # another writer, or deleted: merge onto what is there
+                continue
+            shard.data, shard.rv = data, res["metadata"]["resourceVersion"]
+            return
+        raise RuntimeError(f"ledger {shard.name}: too many write conflicts")
+
+    async def flush(self) -> None:
+        """Wait for every write in flight (at shutdown)."""
+        writers = [s.writer for s in self.shards.values() if s.writer is not None]
+        await asyncio.gather(*writers, return_exceptions=True)
+
+
+async def _all(futs: list[asyncio.Future[None]]) -> None:
+    await asyncio.gather(*futs)
