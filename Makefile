@@ -32,14 +32,14 @@ integration: controlplane tools
 	$(VENV)/bin/pytest tests/integration
 
 lint: $(STAMP)  ## ruff, the layer contracts (import-linter) and mypy --strict
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator sdk tests bench
+	$(VENV)/bin/ruff format --check operator sdk tests bench
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format operator tests bench
-	$(VENV)/bin/ruff check --fix operator tests bench
+	$(VENV)/bin/ruff format operator sdk tests bench
+	$(VENV)/bin/ruff check --fix operator sdk tests bench
 
 render: tools  ## sync chart CRDs and render manifests/install.yaml
 	bash hack/render-install.sh

@@ -1,8 +1,10 @@
-"""RFC 3339 timestamps as Kubernetes writes them. Stdlib only; used by every module with time."""
+"""RFC 3339 timestamps as Kubernetes writes them. Used by every module with time."""
 
 from __future__ import annotations
 
 import datetime as dt
+
+from taskwarden_verifier import contract
 
 
 def rfc3339(ts: float) -> str:
@@ -13,9 +15,6 @@ def rfc3339(ts: float) -> str:
     return d.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse(value: str) -> float:
-    """Parse an RFC 3339 timestamp (Z or offset, optional fraction) to unix seconds."""
-    v = value.strip()
-    if v.endswith("Z"):
-        v = v[:-1] + "+00:00"
-    return dt.datetime.fromisoformat(v).timestamp()
+parse = contract.parse_rfc3339
+"""Parse an RFC 3339 timestamp (Z or offset, optional fraction) to unix seconds (shared with
+the verifier SDK, which reads the revocation list's ``updatedAt``)."""

@@ -18,27 +18,14 @@ from typing import Any, Final
 
 from taskwarden import names
 from taskwarden.credentials import keys as keys_mod
+from taskwarden_verifier import contract
 
-TASK_CLAIM: Final = "taskwarden.dev/task"
-REQUIRED_CLAIMS: Final[tuple[str, ...]] = (
-    "iss",
-    "sub",
-    "aud",
-    "iat",
-    "nbf",
-    "exp",
-    "jti",
-    TASK_CLAIM,
-    "scope",
-    "scopes",
-    "data_class",
-    "intent",
-)
+TASK_CLAIM: Final = contract.TASK_CLAIM
+REQUIRED_CLAIMS: Final[tuple[str, ...]] = contract.REQUIRED_CLAIMS
 JTI_BYTES: Final = 16
 """Random bytes in a jti (128 bits, from ``secrets``); 22 base64url characters."""
-MAX_ACT_DEPTH: Final = 16
-"""Deepest accepted RFC 8693 actor chain: a task at delegation depth d carries d actors, and
-`policy.delegation.MAX_DEPTH` (the CRD's largest maxDepth, 16) must fit."""
+MAX_ACT_DEPTH: Final = contract.MAX_ACT_DEPTH
+"""Deepest accepted RFC 8693 actor chain (see ``taskwarden_verifier.contract``)."""
 MAX_INTENT_LENGTH: Final = 256
 SPIFFE_PREFIX: Final = "spiffe://"
 

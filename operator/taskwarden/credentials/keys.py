@@ -35,12 +35,9 @@ The private keys are held in memory as PKCS#8 PEM; :class:`SigningKey` keeps the
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
@@ -49,9 +46,11 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-ES256: Final = "ES256"
-EDDSA: Final = "EdDSA"
-SUPPORTED_ALGORITHMS: Final[frozenset[str]] = frozenset({ES256, EDDSA})
+from taskwarden_verifier import contract
+
+ES256: Final = contract.ES256
+EDDSA: Final = contract.EDDSA
+SUPPORTED_ALGORITHMS: Final[frozenset[str]] = contract.SUPPORTED_ALGORITHMS
 DEFAULT_ALGORITHM: Final = ES256
 
 DEFAULT_ROTATION_PERIOD: Final[float] = 24 * 3600.0
@@ -76,33 +75,10 @@ SECRET_KEY: Final = "keys.json"
 _FORMAT_VERSION: Final = 1
 
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-PublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+PublicKey: TypeAlias = contract.PublicKey
 
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-
-def b64url_encode(data: bytes) -> str:
-    """Base64url without padding (RFC 7515 section 2). Used for JWK members and key IDs."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    """Strictly decode unpadded base64url; raise ValueError on anything non-canonical.
-
-    Python's decoder ignores stray characters and the unused low bits of the last character,
-    so two different strings can decode to the same bytes. Tokens and JWKs must have exactly one
-    spelling, so we re-encode and compare. Used by this module for JWKs and by
-    ``credentials.verification`` for every token segment.
-    """
-    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
-        raise ValueError("not unpadded base64url")
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise ValueError("not unpadded base64url") from None
-    if b64url_encode(data) != text:
-        raise ValueError("non-canonical base64url")
-    return data
+b64url_encode = contract.b64url_encode
+b64url_decode = contract.b64url_decode
 
 
 def _public_members(public_key: PublicKey) -> dict[str, str]:
