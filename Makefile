@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint format controlplane tools bench render render-check image e2e clean
+.PHONY: demo test unit integration lint format controlplane tools bench render render-check image image-check lock e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +47,25 @@ render: tools  ## sync chart CRDs and render manifests/install.yaml
 render-check: tools  ## fail when manifests/install.yaml or the chart CRDs are stale
 	bash hack/render-install.sh --check
 
+# The chart's default image (values.yaml image.repository + Chart appVersion): build it, then
+# `kind load docker-image $(IMAGE)` (docs/release.md). Inputs are pinned: requirements/image.txt
+# (hashes), SOURCE_DATE_EPOCH from the last commit, and PYTHON_IMAGE by digest for releases.
 IMAGE ?= ghcr.io/taskwarden/taskwarden:0.1.0
+PYTHON_IMAGE ?= python:3.11-slim
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 image:  ## needs a Docker engine (not on the dev machines)
-	docker build -t $(IMAGE) .
+	docker build --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	  --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) -t $(IMAGE) .
+
+image-check:  ## the Dockerfile's hashed install in a clean venv, no Docker needed
+	bash hack/image-deps-check.sh
+
+lock:  ## regenerate requirements/image.txt (pip-tools in a throwaway venv; Python 3.11 like the image)
+	$(PYTHON) -m venv /tmp/taskwarden-piptools
+	/tmp/taskwarden-piptools/bin/pip install --quiet pip-tools
+	/tmp/taskwarden-piptools/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	  --strip-extras --no-emit-find-links --no-emit-index-url \
+	  --output-file requirements/image.txt pyproject.toml requirements/build.in
 
 e2e: $(STAMP)  ## optional: kind cluster end to end (needs Docker)
 	TASKWARDEN_E2E=1 $(VENV)/bin/pytest tests/e2e -v

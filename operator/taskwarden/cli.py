@@ -1,7 +1,9 @@
 """The `taskwarden` command: run the operator, manage the local control plane, inspect tasks.
 
-Entry point of the console script and of `python -m taskwarden`. Loads settings, sets up
-logging (human log on stderr, JSON audit lines on stdout) and runs kopf with handlers.py.
+Entry point of the console scripts `taskwarden` and `kubectl-taskwarden` (so `kubectl taskwarden
+...` works) and of `python -m taskwarden`. `run` loads settings, refuses to start without an
+admission path, sets up logging (the operator's log on stderr, as text or JSON; JSON audit lines
+on stdout) and runs kopf with handlers.py. The other commands live in commands/.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -18,12 +21,19 @@ from typing import Any
 from taskwarden import __version__, config
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers.clear()
-    err = logging.StreamHandler(sys.stderr)
-    err.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(err)
+    if log_format == "json":
+        import kopf
+
+        # kopf's JSON formatter: one object per line with timestamp, severity, message and, for
+        # per-object messages, the object's reference under "object".
+        kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON, log_refkey="object")
+    else:
+        err = logging.StreamHandler(sys.stderr)
+        err.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(err)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # kopf logs every handler success at INFO: at thousands of tasks that is the bottleneck.
     for noisy in ("kubernetes", "urllib3", "aiohttp.access", "kopf.objects"):
@@ -91,7 +101,25 @@ def _limit_malloc_arenas() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
 
 
+NO_ADMISSION = (
+    "error: no admission path, so requester binding, approvals and the pod guard would NOT be "
+    'enforced. Set TASKWARDEN_WEBHOOK_URL (outside a cluster: `eval "$(taskwarden controlplane '
+    'up)"` prints it), TASKWARDEN_WEBHOOK_SERVICE (in a cluster: the chart sets it) or '
+    "TASKWARDEN_MANAGE_WEBHOOKS=false (you register the webhook configurations yourself); or "
+    "pass --no-admission to run without admission."
+)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.context:
+        print(
+            "error: run does not take --context: use a kubeconfig whose current context is the "
+            "cluster (--kubeconfig or KUBECONFIG)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf's login and by kube.py
     _limit_malloc_arenas()
     import kopf
     from prometheus_client import start_http_server
@@ -107,7 +135,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.standalone:
         overrides["peering"] = ""
     settings = config.from_env(**overrides)
-    _setup_logging(args.verbose)
+    admission = config.admission_path(settings.server)
+    if not admission and not args.no_admission:
+        print(NO_ADMISSION, file=sys.stderr)
+        return 2
+    if not admission:  # --no-admission: nothing to register the configurations for
+        server = dataclasses.replace(settings.server, manage_webhooks=False)
+        settings = dataclasses.replace(settings, server=server)
+    _setup_logging(args.verbose, args.log_format)
+    if not admission:
+        logging.getLogger("taskwarden").warning(
+            "--no-admission: requester binding, approvals and the pod guard are NOT enforced"
+        )
     if os.environ.get("TASKWARDEN_MEMORY_DUMP"):
         _install_memory_dump()
     start_http_server(settings.server.metrics_port, addr=args.bind)
@@ -115,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if peering:
         _ensure_peering(settings)
     logging.getLogger("taskwarden").info(
-        "taskwarden %s starting: %s, operator namespace %s, issuer %s, peering %s",
+        "taskwarden %s starting: %s, operator namespace %s, issuer %s, peering %s, admission %s",
         __version__,
         f"namespaces {','.join(settings.watch.namespaces)}"
         if settings.watch.namespaces
@@ -123,6 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings.watch.operator_namespace,
         settings.identity.issuer,
         peering or "standalone",
+        admission or "off",
     )
     kopf.run(
         clusterwide=not settings.watch.namespaces,
@@ -135,49 +175,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_controlplane(args: argparse.Namespace) -> int:
-    from taskwarden import controlplane
+def build_parser(prog: str = "taskwarden") -> argparse.ArgumentParser:
+    from taskwarden import commands
 
-    workdir = Path(args.dir) if args.dir else controlplane.default_state_dir()
-    if args.action == "build":
-        bins = controlplane.find_binaries()
-        for name, path in bins.items():
-            print(f"{name}: {path}")
-        return 0
-    if args.action == "up":
-        existing = controlplane.ControlPlane.load(workdir)
-        if existing and all(existing.alive().values()):
-            print(f"already running: {existing.server}", file=sys.stderr)
-        else:
-            if existing:
-                existing.stop()
-            cp = controlplane.start(workdir, detach=True)
-            client = cp.api_client()
-            controlplane.install_crds(client, Path(args.crds))
-            print(f"control plane {cp.version} up at {cp.server}", file=sys.stderr)
-        print(f"export KUBECONFIG={workdir / 'kubeconfig'}")
-        return 0
-    if args.action == "down":
-        stopped = controlplane.stop_dir(workdir)
-        print("stopped" if stopped else "not running", file=sys.stderr)
-        return 0
-    if args.action == "env":
-        running = controlplane.ControlPlane.load(workdir)
-        if running is None:
-            print("no control plane running; run `taskwarden controlplane up`", file=sys.stderr)
-            return 1
-        for k, v in running.env().items():
-            print(f"export {k}={v}")
-        return 0
-    return 2
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="taskwarden", description=__doc__)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"taskwarden {__version__}")
+    commands.session.add_cluster_flags(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the operator")
+    run = sub.add_parser("run", parents=[commands.common_flags()], help="run the operator")
     run.add_argument("--namespace", "-n", action="append", help="watch only this namespace")
     run.add_argument("--all-namespaces", "-A", action="store_true", help="watch cluster-wide")
     run.add_argument("--operator-namespace")
@@ -187,26 +193,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--health-port", type=int)
     run.add_argument("--bind", default=os.environ.get("TASKWARDEN_BIND", "0.0.0.0"))  # noqa: S104
     run.add_argument("--standalone", action="store_true", help="no peering (single replica)")
+    run.add_argument(
+        "--no-admission",
+        action="store_true",
+        help="start without an admission path (requester binding and approvals NOT enforced)",
+    )
+    run.add_argument("--log-format", choices=["text", "json"], default="text")
     run.add_argument("--verbose", "-v", action="store_true")
     run.set_defaults(fn=cmd_run)
-
-    cp = sub.add_parser("controlplane", help="local etcd + kube-apiserver + controller-manager")
-    cp.add_argument("action", choices=["up", "down", "env", "build"])
-    cp.add_argument("--dir", help="state directory (default ~/.cache/taskwarden/run/default)")
-    cp.add_argument("--crds", default=str(Path.cwd() / "crds"))
-    cp.set_defaults(fn=cmd_controlplane)
-
-    from taskwarden import commands
 
     commands.register(sub)
     return p
 
 
+def _prog(argv0: str) -> str:
+    """`kubectl taskwarden` when run as the kubectl plugin, so usage lines read right."""
+    name = Path(argv0).name
+    return "kubectl taskwarden" if name.startswith("kubectl-taskwarden") else "taskwarden"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser(_prog(sys.argv[0]))
+    args = parser.parse_args(argv)
+    args.root_parser = parser
     try:
         return int(args.fn(args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
-    except asyncio.CancelledError:
-        return 130
+    except Exception as e:
+        from taskwarden.commands import session
+
+        line = session.error_line(e)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 1

@@ -98,6 +98,19 @@ class ServerSettings:
     manage_webhooks: bool = True
 
 
+def admission_path(server: ServerSettings) -> str:
+    """How the API server reaches the admission webhooks, or "" when nothing does: then requester
+    binding, approvals and the pod guard are not enforced, and `taskwarden run` refuses to start
+    unless told `--no-admission`."""
+    if server.webhook_url:
+        return f"webhook URL {server.webhook_url}"
+    if server.webhook_service:
+        return f"Service {server.webhook_service}"
+    if not server.manage_webhooks:
+        return "webhook configurations managed outside the operator (TASKWARDEN_MANAGE_WEBHOOKS)"
+    return ""
+
+
 @dataclass(frozen=True)
 class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)

@@ -28,7 +28,10 @@ def test_up_env_down(tmp_path: Path) -> None:
     d = tmp_path / "cp"
     up = _cli("up", "--dir", str(d), "--crds", str(ROOT / "crds"))
     assert up.returncode == 0, up.stderr
-    assert up.stdout.strip() == f"export KUBECONFIG={d / 'kubeconfig'}"
+    lines = up.stdout.splitlines()
+    assert lines[0] == f"export KUBECONFIG={d / 'kubeconfig'}"
+    # ... then what a local `taskwarden run` needs (test_local_run_needs_admission.py)
+    assert "export TASKWARDEN_WEBHOOK_URL=https://127.0.0.1:" in up.stdout
     try:
         env = _cli("env", "--dir", str(d))
         assert f"KUBECONFIG={d / 'kubeconfig'}" in env.stdout
