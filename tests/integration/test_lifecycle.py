@@ -268,15 +268,16 @@ def test_rotation_with_failed_recheck_revokes(
     operator_namespace: str,
     active_task: ActiveTask,
 ) -> None:
-    jti = active_task("recheck", ttl="1m", credential_ttl="10s").jti
+    # The credential must still be live (and so listed) when the restarted operator revokes it:
+    # a stop and start of the operator took up to 11 s on 2 loaded cores, hence 30 s.
+    jti = active_task("recheck", ttl="1m", credential_ttl="30s").jti
     # The operator's pod index must not see the change before rotation time: stop it first.
     operator.stop()
     try:
-        # Not waiting until it is gone: a Terminating pod is already no longer Running, and the
-        # 10 s credential must still be live (and so listed) when the restarted operator revokes.
+        # Not waiting until it is gone: a Terminating pod is already no longer Running.
         h.delete_pod(api, namespace, "agent-0", wait=False)
     finally:
         operator.start()
-    st = h.wait_phase(api, namespace, "recheck", "Revoked", timeout=20)["status"]
+    st = h.wait_phase(api, namespace, "recheck", "Revoked", timeout=40)["status"]
     assert st["reason"] == "PodGone"
     _assert_revoked(api, namespace, "recheck", jti, operator_namespace)
