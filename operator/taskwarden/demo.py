@@ -1,8 +1,9 @@
 """`taskwarden dev` / `make demo`: the whole story on a real local control plane, then clean up.
 
-Starts etcd + kube-apiserver + kube-controller-manager, installs the CRDs, runs the operator as
-a subprocess, plays the kubelet for one agent pod, and walks through a granted task (printing
-the decoded, verified claims — never the token), a denied task, completion and revocation.
+Starts etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok (a kubelet-less
+Node), installs the CRDs, runs the operator as a subprocess, runs one agent pod, and walks
+through a granted task (printing the decoded, verified claims — never the token), a denied task,
+completion and revocation.
 """
 
 from __future__ import annotations
@@ -166,14 +167,19 @@ def run(keep: bool = False) -> int:
             names.GROUP, names.VERSION, NS, "agenttasks", task
         )
 
-        step("The agent pod starts (we play the kubelet and mark it Running)")
+        step("An agent pod starts (kube-scheduler binds it, kwok runs it on a kubelet-less Node)")
         pod = yaml.safe_load((root / "manifests/examples/agent-pod.yaml").read_text())
         created = core.create_namespaced_pod(NS, pod)
-        core.patch_namespaced_pod_status(
-            pod["metadata"]["name"], NS, {"status": {"phase": "Running"}}
-        )
+        name = pod["metadata"]["name"]
+
+        def pod_running() -> Any:
+            found = core.read_namespaced_pod(name, NS)
+            return found if found.status and found.status.phase == "Running" else None
+
+        running = wait(pod_running, 30, f"pod {name} Running")
         meta, pod_spec = created.metadata or client.V1ObjectMeta(), created.spec
-        say(f"  pod/{meta.name} uid={meta.uid} Running")
+        say(f"  pod/{meta.name} uid={meta.uid} Running on node {running.spec.node_name}")
+        say(f"  pod IP {running.status.pod_ip}")
         say(f"  mounted volumes: {[v.name for v in (pod_spec and pod_spec.volumes) or []]}")
 
         def phase(name: str, want: str) -> dict[str, Any] | None:

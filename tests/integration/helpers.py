@@ -213,6 +213,10 @@ def service_account(api: client.ApiClient, ns: str, name: str) -> None:
         client.CoreV1Api(api).create_namespaced_service_account(ns, {"metadata": {"name": name}})
 
 
+UNSCHEDULED = "taskwarden-tests-unscheduled"
+"""A schedulerName nothing serves: a pod created with it stays Pending until `run_pod` binds it."""
+
+
 def pod(
     api: client.ApiClient,
     ns: str,
@@ -222,48 +226,73 @@ def pod(
     running: bool = True,
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Create a pod and, playing the kubelet, mark it Running through the status subresource."""
+    """Create a pod; with running=True, bound to the kwok Node and returned once it is Running.
+
+    With running=False the pod is left Pending (unscheduled) until `run_pod`.
+    """
     service_account(api, ns, sa)
     core = client.CoreV1Api(api)
-    body = {
-        "metadata": {"name": name, "annotations": annotations or {}},
-        "spec": {
-            "serviceAccountName": sa,
-            "automountServiceAccountToken": False,
-            # No nodeName: with no kubelet to confirm graceful deletion, a scheduled pod would
-            # never disappear and namespace deletion would hang on it (not on Taskwarden).
-            "containers": [{"name": "agent", "image": "busybox", "command": ["sleep", "3600"]}],
-        },
+    spec: dict[str, Any] = {
+        "serviceAccountName": sa,
+        "automountServiceAccountToken": False,
+        "containers": [{"name": "agent", "image": "busybox", "command": ["sleep", "3600"]}],
     }
+    if running:
+        spec["nodeName"] = controlplane.NODE
+    else:
+        spec["schedulerName"] = UNSCHEDULED
+    body = {"metadata": {"name": name, "annotations": annotations or {}}, "spec": spec}
     created = core.create_namespaced_pod(ns, body)
     if running:
-        run_pod(api, ns, name)
+        wait_pod_phase(api, ns, name, "Running")
     return dict(api.sanitize_for_serialization(created))
 
 
 def run_pod(api: client.ApiClient, ns: str, name: str) -> None:
-    """The one place a test pod gets to Running (here the test plays the kubelet)."""
-    set_pod_phase(api, ns, name, "Running")
+    """Bind a Pending pod to the kwok Node, as a scheduler would, and wait until kwok runs it."""
+    core = client.CoreV1Api(api)
+    if not core.read_namespaced_pod(name, ns).spec.node_name:
+        binding = {
+            "metadata": {"name": name},
+            "target": {"kind": "Node", "name": controlplane.NODE},
+        }
+        # The client cannot deserialise the Status this returns into a V1Binding: skip that.
+        core.create_namespaced_pod_binding(name, ns, binding, _preload_content=False)
+    wait_pod_phase(api, ns, name, "Running")
 
 
-def set_pod_phase(api: client.ApiClient, ns: str, name: str, phase: str) -> None:
-    """Playing the kubelet: write the pod's phase and Ready condition through the status."""
-    ready = "True" if phase == "Running" else "False"
-    client.CoreV1Api(api).patch_namespaced_pod_status(
-        name,
-        ns,
-        {
-            "status": {
-                "phase": phase,
-                "conditions": [{"type": "Ready", "status": ready}],
-                "podIP": "10.1.0.7",
-            }
-        },
+def fail_pod(api: client.ApiClient, ns: str, name: str) -> None:
+    """kwok's chaos Stage fails the Running pod's container, as a crash would; wait for Failed."""
+    client.CoreV1Api(api).patch_namespaced_pod(
+        name, ns, {"metadata": {"labels": {controlplane.FAIL_LABEL: "true"}}}
     )
+    wait_pod_phase(api, ns, name, "Failed")
 
 
-def delete_pod(api: client.ApiClient, ns: str, name: str) -> None:
-    client.CoreV1Api(api).delete_namespaced_pod(name, ns, grace_period_seconds=0)
+def pod_phase(api: client.ApiClient, ns: str, name: str) -> str | None:
+    found = pod_or_none(api, ns, name)
+    return str(found.status.phase) if found and found.status and found.status.phase else None
+
+
+def wait_pod_phase(api: client.ApiClient, ns: str, name: str, phase: str) -> None:
+    wait_for(lambda: pod_phase(api, ns, name) == phase, what=f"pod {ns}/{name} {phase}")
+
+
+def delete_pod(api: client.ApiClient, ns: str, name: str, *, wait: bool = True) -> None:
+    """Delete with the default grace period: Terminating, then kwok ends it. With wait=True
+    (as `kubectl delete` does) return once the pod is gone; otherwise while it may terminate."""
+    client.CoreV1Api(api).delete_namespaced_pod(name, ns)
+    if wait:
+        wait_for(lambda: pod_or_none(api, ns, name) is None, what=f"pod {ns}/{name} gone")
+
+
+def pod_or_none(api: client.ApiClient, ns: str, name: str) -> Any:
+    try:
+        return client.CoreV1Api(api).read_namespaced_pod(name, ns)
+    except client.ApiException as e:
+        if e.status == 404:
+            return None
+        raise
 
 
 def secret_or_none(api: client.ApiClient, ns: str, name: str) -> Any:

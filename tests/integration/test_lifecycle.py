@@ -72,7 +72,8 @@ def test_completed_task_never_returns_to_active(
     h.patch(api, namespace, "agenttasks", "once", {"spec": {"completed": True}})
     h.wait_phase(api, namespace, "once", "Completed")
     # A later change that would have allowed it again (pod churn) does not revive it.
-    h.run_pod(api, namespace, "agent-0")
+    h.delete_pod(api, namespace, "agent-0")
+    h.pod(api, namespace, "agent-0", "agent")
     time.sleep(1)
     assert h.phase_of(api, namespace, "once") == "Completed"
     assert h.secret_or_none(api, namespace, "once-credential") is None
@@ -157,7 +158,7 @@ def test_bound_pod_leaving_running_revokes(
     active_task: ActiveTask,
 ) -> None:
     jti = active_task("failed", pod_name="agent-0").jti
-    h.set_pod_phase(api, namespace, "agent-0", "Failed")
+    h.fail_pod(api, namespace, "agent-0")
     st = h.wait_phase(api, namespace, "failed", "Revoked")["status"]
     assert st["reason"] == "PodGone"
     _assert_revoked(api, namespace, "failed", jti, operator_namespace)
@@ -273,7 +274,8 @@ def test_rotation_with_failed_recheck_revokes(
     # The operator's pod index must not see the change before rotation time: stop it first.
     operator.stop()
     try:
-        h.delete_pod(api, namespace, "agent-0")
+        # Not waiting until it is gone: a Terminating pod is already no longer Running.
+        h.delete_pod(api, namespace, "agent-0", wait=False)
     finally:
         operator.start()
     st = h.wait_phase(api, namespace, "recheck", "Revoked", timeout=40)["status"]

@@ -1,8 +1,8 @@
 """The control plane binaries: where they are cached, and building them when missing.
 
 Used by taskwarden.controlplane.cluster (`start`), the CLI (`taskwarden controlplane build`)
-and tests. Binaries are built from Go modules at a pinned Kubernetes release by
-scripts/build-controlplane.sh and cached under ~/.cache/taskwarden/controlplane/<ver>/;
+and tests. Binaries (and kwok's Stage file) are built from Go modules at a pinned Kubernetes
+release by scripts/build-controlplane.sh and cached under ~/.cache/taskwarden/controlplane/<ver>/;
 KUBEBUILDER_ASSETS is honoured for binaries a user already has.
 """
 
@@ -13,7 +13,17 @@ import subprocess
 from pathlib import Path
 
 K8S_VERSION = os.environ.get("TASKWARDEN_K8S_VERSION", "v1.36.3")
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+)
+KWOK_STAGES = "kwok-stages.yaml"
+"""kwok's own "fast" node and pod Stages (and its container-failure chaos Stage), concatenated by
+the build script from the kwok module; kwok refuses to start without Stages."""
 BUILD_SCRIPT = Path(__file__).parents[1] / "scripts" / "build-controlplane.sh"
 
 
@@ -39,7 +49,9 @@ def find_binaries(*, build: bool = True) -> dict[str, Path]:
             if (d / name).is_file() and os.access(d / name, os.X_OK):
                 found[name] = d / name
                 break
-    missing = [n for n in BINARIES if n not in found]
+    if (cached / KWOK_STAGES).is_file():
+        found[KWOK_STAGES] = cached / KWOK_STAGES
+    missing = [n for n in (*BINARIES, KWOK_STAGES) if n not in found]
     if missing and build:
         proc = subprocess.run(
             ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False

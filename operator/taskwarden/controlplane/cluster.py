@@ -1,4 +1,5 @@
-"""A real local Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+"""A real local Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok (one kubelet-less Node, see taskwarden.controlplane.nodes).
 
 `start` launches the processes (binaries from taskwarden.controlplane.binaries, PKI and
 kubeconfig from taskwarden.controlplane.files) and returns a `ControlPlane` whose `stop()` ends
@@ -25,11 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskwarden.controlplane import nodes
 from taskwarden.controlplane.binaries import K8S_VERSION, ControlPlaneError, find_binaries
 from taskwarden.controlplane.files import write_kubeconfig, write_pki
 
-# Only what Taskwarden relies on: owner-reference GC, namespace deletion, service accounts and
-# their tokens, and the kube-root-ca.crt ConfigMap. Node and cloud controllers have no nodes here.
+# What Taskwarden relies on: owner-reference GC, namespace deletion, service accounts and their
+# tokens, and the kube-root-ca.crt ConfigMap; plus Deployments, ReplicaSets and Jobs so workloads
+# make pods as in a cluster. Node lifecycle and cloud controllers: kwok owns the one Node.
 CONTROLLERS = ",".join(
     [
         "garbage-collector-controller",
@@ -37,6 +40,9 @@ CONTROLLERS = ",".join(
         "serviceaccount-controller",
         "serviceaccount-token-controller",
         "root-ca-certificate-publisher-controller",
+        "deployment-controller",
+        "replicaset-controller",
+        "job-controller",
     ]
 )
 
@@ -111,7 +117,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         """Terminate in reverse start order; SIGKILL whatever ignores SIGTERM for 5 s."""
-        order = ["kube-controller-manager", "kube-apiserver", "etcd"]
+        order = list(reversed(self.pids))
         for name in order:
             pid = self.pids.get(name)
             if pid is None:
@@ -198,17 +204,21 @@ def _ssl_context(pki: Path) -> ssl.SSLContext:
     return ctx
 
 
+def _check_alive(cp: ControlPlane, what: str) -> None:
+    dead = [n for n, ok in cp.alive().items() if not ok]
+    if dead:
+        raise ControlPlaneError(
+            f"{', '.join(dead)} exited while waiting for {what}\n{cp.log_tails()}"
+        )
+
+
 def _wait_http(
     url: str, ctx: ssl.SSLContext | None, timeout: float, cp: ControlPlane, what: str
 ) -> None:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        dead = [n for n, ok in cp.alive().items() if not ok]
-        if dead:
-            raise ControlPlaneError(
-                f"{', '.join(dead)} exited while waiting for {what}\n{cp.log_tails()}"
-            )
+        _check_alive(cp, what)
         try:
             with urllib.request.urlopen(url, context=ctx, timeout=2) as r:  # noqa: S310
                 if r.status == 200:
@@ -223,10 +233,11 @@ def _wait_http(
 def start(
     workdir: Path | None = None, *, detach: bool = False, with_controller_manager: bool = True
 ) -> ControlPlane:
-    """Start etcd, kube-apiserver and kube-controller-manager on free loopback ports.
+    """Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on loopback.
 
-    Returns once /readyz (and the controller manager's /healthz) answer. With detach=False the
-    processes die with the calling process even if it is SIGKILLed (PR_SET_PDEATHSIG).
+    Returns once /readyz, the controllers' /healthz and the kwok Node's Ready condition answer.
+    With detach=False the processes die with the calling process even if it is SIGKILLed
+    (PR_SET_PDEATHSIG). with_controller_manager=False starts only etcd and the apiserver.
     """
     bins = find_binaries()
     workdir = Path(workdir or tempfile.mkdtemp(prefix="taskwarden-cp-"))
@@ -234,7 +245,9 @@ def start(
     pki, logdir, etcd_dir = workdir / "pki", workdir / "logs", workdir / "etcd"
     logdir.mkdir(exist_ok=True)
     write_pki(pki)
-    etcd_port, peer_port, api_port, kcm_port = (free_port() for _ in range(4))
+    etcd_port, peer_port, api_port, kcm_port, sched_port, kwok_port = (
+        free_port() for _ in range(6)
+    )
     server = f"https://127.0.0.1:{api_port}"
     kubeconfig = workdir / "kubeconfig"
     write_kubeconfig(kubeconfig, server, pki)
@@ -285,6 +298,9 @@ def start(
                 "--profiling=false",
                 "--watch-cache=true",
                 "--event-ttl=1h",
+                # It taints every new Node not-ready, and only the node lifecycle controller lifts
+                # that; kwok owns the one Node's conditions here, so the Node starts untainted.
+                "--disable-admission-plugins=TaintNodesByCondition",
             ],
         )
         _wait_http(f"{server}/readyz", _ssl_context(pki), 90, cp, "kube-apiserver /readyz")
@@ -305,15 +321,25 @@ def start(
                     "--concurrent-gc-syncs=5",
                 ],
             )
+            launch(
+                "kube-scheduler",
+                nodes.scheduler_argv(bins, kubeconfig, sched_port, workdir / "scheduler-certs"),
+            )
+            nodes.create_node(server, _ssl_context(pki))
+            launch("kwok", nodes.kwok_argv(bins, kubeconfig, kwok_port))
             insecure = ssl.create_default_context()
             insecure.check_hostname = False
-            insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; /healthz only
-            _wait_http(
-                f"https://127.0.0.1:{kcm_port}/healthz",
-                insecure,
-                60,
-                cp,
-                "kube-controller-manager /healthz",
+            insecure.verify_mode = ssl.CERT_NONE  # their self-signed serving certs; /healthz only
+            for name, port in (
+                ("kube-controller-manager", kcm_port),
+                ("kube-scheduler", sched_port),
+            ):
+                _wait_http(
+                    f"https://127.0.0.1:{port}/healthz", insecure, 60, cp, f"{name} /healthz"
+                )
+            _wait_http(f"http://127.0.0.1:{kwok_port}/healthz", None, 60, cp, "kwok /healthz")
+            nodes.wait_node_ready(
+                server, _ssl_context(pki), 60, lambda: _check_alive(cp, f"Node {nodes.NODE}")
             )
     except BaseException:
         cp.stop()
