@@ -110,7 +110,8 @@ def test_pending_task_becomes_active_when_pod_runs(
     assert st["reason"] == "PodNotRunning"
     h.run_pod(api, namespace, "agent-0")
     h.wait_phase(api, namespace, "later", "Active")
-    assert h.secret_or_none(api, namespace, "later-credential") is not None
+    # Status (naming the jti) is written before the Secret, on purpose: wait for the Secret.
+    h.wait_for(lambda: h.secret_or_none(api, namespace, "later-credential"), what="the Secret")
 
 
 def test_missing_pod_is_pending_pod_not_found(
