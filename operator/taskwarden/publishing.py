@@ -20,8 +20,7 @@ from typing import Any
 from taskwarden import metrics
 from taskwarden.config import KeySettings, LifecycleSettings
 from taskwarden.credentials import keys as keymod
-from taskwarden.credentials import signing
-from taskwarden.credentials import revocation
+from taskwarden.credentials import revocation, signing
 from taskwarden.credentials.revocation import RevocationList
 from taskwarden.kube import ApiError, Kube
 
