@@ -78,7 +78,7 @@ class LifecycleSettings:
     """Seconds between full reconciliations (orphans, missed expiries, re-attestation)."""
     revocation_flush: float = 0.02
     """Seconds to coalesce revocation-list writes; bounds revocation lag from above."""
-    revocation_max_entries: int = 20000
+    revocation_max_entries: int = 10000
     api_workers: int = 32
     """Threads for blocking Kubernetes client calls, kept off kopf's event loop."""
     test_crash_after: str = ""
@@ -153,7 +153,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
     )
     lifecycle = LifecycleSettings(
         sweep_interval=_env_float(env, "TASKWARDEN_SWEEP_SECONDS", 60.0),
-        revocation_max_entries=_env_int(env, "TASKWARDEN_REVOCATION_MAX_ENTRIES", 20000),
+        revocation_max_entries=_env_int(env, "TASKWARDEN_REVOCATION_MAX_ENTRIES", 10000),
         test_crash_after=env.get("TASKWARDEN_TEST_CRASH_AFTER", ""),
     )
     server = ServerSettings(

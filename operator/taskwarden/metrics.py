@@ -53,12 +53,21 @@ identity_verifications = Counter(
 signing_key_age = Gauge("taskwarden_signing_key_age_seconds", "Age of the active signing key.")
 revocation_list_entries = Gauge(
     "taskwarden_revocation_list_entries",
-    "Revoked, unexpired jti this replica holds; above the capacity the soonest-expiring are "
-    "left out of the published list.",
+    "Revoked jti this replica holds and publishes; none is dropped before its token expires "
+    "or its signing key is retired.",
 )
 revocation_list_capacity = Gauge(
     "taskwarden_revocation_list_capacity",
-    "Most entries the published revocation list holds (TASKWARDEN_REVOCATION_MAX_ENTRIES).",
+    "Live entries above which every signing key is retired (TASKWARDEN_REVOCATION_MAX_ENTRIES).",
+)
+revocation_overflow_rotations = Counter(
+    "taskwarden_revocation_overflow_rotations",
+    "Emergency key rotations because the revocation list went over its capacity: each one "
+    "invalidates every token signed before it.",
+)
+revocation_entries_retired = Counter(
+    "taskwarden_revocation_entries_retired",
+    "Revocation entries dropped before expiry because their signing key was retired.",
 )
 reconcile_errors = Counter(
     "taskwarden_reconcile_errors", "Errors while reconciling a task, by stage.", ["stage"]

@@ -14,13 +14,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from taskwarden import metrics
 from taskwarden.config import KeySettings, LifecycleSettings
 from taskwarden.credentials import keys as keymod
-from taskwarden.credentials import signing
+from taskwarden.credentials import revocation, signing
 from taskwarden.credentials.revocation import RevocationList
 from taskwarden.kube import ApiError, Kube
 
@@ -150,6 +150,32 @@ class KeyManager:
             with contextlib.suppress(ApiError):  # a racing replica wrote the same keys
                 await self.kube.replace_configmap(self.namespace, JWKS_CONFIGMAP, body)
 
+    async def emergency_rotate(self) -> None:
+        """Replace every key by a new one that signs at once, and publish the JWKS without the
+        old ones: every token signed so far then fails verification (unknown kid). Used when the
+        revocation list overflows (see `credentials.revocation`)."""
+        async with self._lock:
+            for _ in range(10):
+                ks = keymod.KeySet((keymod.generate_key(self.clock(), self.settings.alg),))
+                try:
+                    res = await self.kube.replace_secret(
+                        self.namespace, KEYS_SECRET, self._secret_body(ks)
+                    )
+                except ApiError as e:
+                    if e.status != 409:
+                        raise
+                    await self.load()
+                    continue
+                old = [k.kid for k in self.keyset.keys]
+                self.keyset, self._rv = ks, res["metadata"]["resourceVersion"]
+                log.warning(
+                    "emergency rotation: retired keys %s, signing with %s", old, ks.keys[0].kid
+                )
+                break
+            else:
+                raise RuntimeError("emergency key rotation: too many write conflicts")
+            await self.publish_jwks()
+
     async def run(self, active: asyncio.Event | None = None) -> None:
         while True:
             await asyncio.sleep(self.settings.check_interval)
@@ -170,8 +196,16 @@ class RevocationPublisher:
         namespace: str,
         settings: LifecycleSettings,
         clock: Callable[[], float] = time.time,
+        *,
+        retire_keys: Callable[[], Awaitable[None]] | None = None,
+        key_propagation: float = 0.0,
     ) -> None:
+        """``retire_keys`` is `KeyManager.emergency_rotate`; ``key_propagation`` how long after
+        it verifiers may still trust a retired key (the key publish delay). Without
+        ``retire_keys`` an overflowing list is still published whole, never truncated."""
         self.kube, self.namespace, self.settings, self.clock = kube, namespace, settings, clock
+        self.retire_keys, self.key_propagation = retire_keys, key_propagation
+        self._draining: tuple[float, frozenset[str]] | None = None
         self.list = RevocationList(max_entries=settings.revocation_max_entries)
         metrics.revocation_list_capacity.set(settings.revocation_max_entries)
         self._rv: str | None = None
@@ -219,6 +253,7 @@ class RevocationPublisher:
         waiters, self._waiters = self._waiters, []
         try:
             self.list.prune(self.clock())
+            await self._bound()
             metrics.revocation_list_entries.set(len(self.list))
             for _ in range(10):
                 try:
@@ -244,6 +279,32 @@ class RevocationPublisher:
             self._waiters.extend(waiters)  # retried on the next flush
             self._dirty.set()
             raise e
+
+    async def _bound(self) -> None:
+        """Over capacity: retire every signing key, then (once verifiers have dropped those
+        keys) forget the entries listed before, whose tokens can no longer verify."""
+        now = self.clock()
+        if self._draining is not None and now >= self._draining[0]:
+            dropped = self.list.forget(self._draining[1])
+            metrics.revocation_entries_retired.inc(dropped)
+            log.warning("forgot %d revocations of tokens signed by retired keys", dropped)
+            self._draining = None
+        action = revocation.overflow_action(
+            len(self.list), self.list.max_entries, draining=self._draining is not None
+        )
+        if action == revocation.ROTATE and self.retire_keys is not None:
+            covered = frozenset(self.list)  # every one was signed by a key retired just below
+            await self.retire_keys()
+            metrics.revocation_overflow_rotations.inc()
+            self._draining = (self.clock() + self.key_propagation, covered)
+            log.warning(
+                "revocation list over capacity (%d > %d): signing keys retired; its %d "
+                "entries go in %.0fs",
+                len(covered),
+                self.list.max_entries,
+                len(covered),
+                self.key_propagation,
+            )
 
     async def run(self) -> None:
         last_prune = self.clock()

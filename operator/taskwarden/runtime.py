@@ -181,7 +181,13 @@ async def build(settings: config.Settings) -> Runtime:
     index = Index()
     op_ns = settings.watch.operator_namespace
     keys = KeyManager(kube, op_ns, settings.keys)
-    revocations = RevocationPublisher(kube, op_ns, settings.lifecycle)
+    revocations = RevocationPublisher(
+        kube,
+        op_ns,
+        settings.lifecycle,
+        retire_keys=keys.emergency_rotate,
+        key_propagation=settings.keys.publish_delay,
+    )
     ledger = Ledger(kube, op_ns)
     await keys.ensure()
     await revocations.load()

@@ -68,7 +68,7 @@ def test_scrape_after_issue_and_revoke_passes_promtool(
     )
     assert operator.metric("taskwarden_replica_active") == 1  # standalone: always active
     assert operator.metric("taskwarden_revocation_list_entries") >= 1  # holds `jti` at least
-    assert operator.metric("taskwarden_revocation_list_capacity") == 20000
+    assert operator.metric("taskwarden_revocation_list_capacity") == 10000
     assert (
         operator.metric(
             "taskwarden_build_info",

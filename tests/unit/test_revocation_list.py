@@ -1,4 +1,4 @@
-"""Revocation list: add, prune after exp, the size bound, and the ConfigMap round trip."""
+"""Revocation list: add, prune after exp, the cap (never truncated), the ConfigMap round trip."""
 
 from __future__ import annotations
 
@@ -63,28 +63,33 @@ def test_grace_keeps_entries_for_verifier_leeway() -> None:
     assert rl.prune(NOW + 30) == 1
 
 
-def test_the_bound_keeps_the_latest_expiring_entries_and_reports_evictions() -> None:
+def test_over_the_cap_nothing_unexpired_is_dropped() -> None:
     rl = revocation.RevocationList(max_entries=3)
     for index in range(5):
         rl.add(f"j{index}", NOW + 100 + index)
-    assert len(rl) == 5  # add alone never evicts
-    assert rl.enforce_bound() == 2
-    assert sorted(rl) == ["j2", "j3", "j4"]
-    assert rl.enforce_bound() == 0
+    rl.add("dead", NOW - 1)
+    assert rl.prune(NOW) == 1
+    assert sorted(rl) == ["j0", "j1", "j2", "j3", "j4"]  # over the cap, all kept
+    assert rl.live(NOW) == 5 and rl.live(NOW + 103) == 1
 
 
-def test_compact_prunes_expired_entries_before_evicting_live_ones() -> None:
-    rl = revocation.RevocationList(max_entries=3)
-    rl.add("dead1", NOW - 5)
-    rl.add("dead2", NOW - 1)
-    rl.add("live1", NOW + 10)
-    rl.add("live2", NOW + 20)
-    rl.add("live3", NOW + 30)
-    assert rl.compact(NOW) == (2, 0)
-    assert sorted(rl) == ["live1", "live2", "live3"]
-    rl.add("live4", NOW + 40)
-    assert rl.compact(NOW) == (0, 1)
-    assert "live1" not in rl and "live4" in rl
+@pytest.mark.parametrize(
+    ("live", "draining", "action"),
+    [
+        (3, False, revocation.KEEP),
+        (3, True, revocation.KEEP),
+        (4, False, revocation.ROTATE),
+        (4, True, revocation.WAIT),
+    ],
+)
+def test_overflow_action_rotates_once_over_the_cap(live: int, draining: bool, action: str) -> None:
+    assert revocation.overflow_action(live, 3, draining=draining) == action
+
+
+def test_forget_drops_only_the_named_entries() -> None:
+    rl = revocation.RevocationList(entries={"old1": NOW + 50, "old2": NOW + 60, "new": NOW + 70})
+    assert rl.forget(["old1", "old2", "never-listed"]) == 2
+    assert list(rl) == ["new"]
 
 
 def test_to_configmap_data_is_sorted_by_exp_and_skips_expired_entries() -> None:
@@ -108,13 +113,21 @@ def test_to_configmap_data_is_sorted_by_exp_and_skips_expired_entries() -> None:
     assert '{"exp":1700000020,"jti":"b"}' in data["revocations.json"]  # compact, whole seconds
 
 
-def test_to_configmap_data_respects_the_bound_without_mutating() -> None:
+def test_to_configmap_data_publishes_every_live_entry_past_the_cap() -> None:
     rl = revocation.RevocationList(max_entries=2)
     for index in range(4):
         rl.add(f"j{index}", NOW + index + 1)
     document = json.loads(rl.to_configmap_data(NOW)["revocations.json"])
-    assert [e["jti"] for e in document["revoked"]] == ["j2", "j3"]
-    assert len(rl) == 4
+    assert [e["jti"] for e in document["revoked"]] == ["j0", "j1", "j2", "j3"]
+
+
+def test_a_list_too_big_for_a_configmap_is_refused_not_truncated() -> None:
+    rl = revocation.RevocationList()
+    for index in range(25_000):
+        rl.add(tokens.new_jti(), NOW + 600 + index % 600)
+    with pytest.raises(revocation.RevocationListTooLarge, match="refusing to drop any"):
+        rl.to_configmap_data(NOW)
+    assert len(rl) == 25_000
 
 
 def test_configmap_round_trip() -> None:
@@ -172,11 +185,11 @@ def test_merge_adds_new_entries_and_keeps_the_later_exp() -> None:
     assert len(theirs) == 2
 
 
-def test_a_full_list_of_real_jtis_fits_in_a_configmap() -> None:
+def test_twice_the_default_cap_of_real_jtis_fits_in_a_configmap() -> None:
+    """The headroom an emergency rotation drains in: the list may double before it is forgotten."""
     rl = revocation.RevocationList()
-    for index in range(revocation.DEFAULT_MAX_ENTRIES + 100):
+    for index in range(2 * revocation.DEFAULT_MAX_ENTRIES):
         rl.add(tokens.new_jti(), NOW + 600 + index % 600)
-    assert rl.compact(NOW) == (0, 100)
     data = rl.to_configmap_data(NOW)
     size = sum(len(k) + len(v.encode()) for k, v in data.items())
     assert size < revocation.CONFIGMAP_LIMIT_BYTES

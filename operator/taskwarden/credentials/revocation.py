@@ -4,7 +4,7 @@ What for: a revoked token is still cryptographically valid until its ``exp``, so
 check its ``jti`` against this list. An entry is only needed until the token expires, which
 keeps the list small (tokens live minutes).
 
-Who calls it: the lifecycle/revocation service (``add`` on every revocation, ``compact`` on a
+Who calls it: the lifecycle/revocation service (``add`` on every revocation, ``prune`` on a
 timer, then ``to_configmap_data`` for ConfigMap ``taskwarden-revocations`` and the
 ``/revocations`` endpoint; ``from_configmap_data`` + ``merge`` to combine with what another
 replica or an earlier run published), and ``credentials.verification.verify`` (``revoked=``
@@ -12,31 +12,49 @@ accepts a RevocationList, since it is a container of jti).
 
 Pure: no kopf, no Kubernetes client; time comes in as ``now`` (unix seconds).
 
-The bound, and its trade-off: a ConfigMap holds at most 1 MiB, and one entry of our own jti
-format costs about 50 bytes of compact JSON, so the list is capped at ``max_entries`` (default
-20000, just under 1 MiB). Expired entries are always dropped first. If the list is still over
-the cap, the entries that expire SOONEST are evicted and counted: those tokens become usable
-again for the (shortest) rest of their lifetime. The alternatives are worse: refusing new
-entries would leave the newest (longest-lived) revoked tokens valid, and an unbounded list would
-fail to publish at all, so every verifier would miss every later revocation. Evictions are
-reported so the caller can log, alert and count them; 20000 tokens revoked within one credential
-TTL means something else is badly wrong.
+The cap, and what happens at it (issue 12 item 9): an entry is never dropped while its token
+can still verify. ``max_entries`` (default 10000, about half of what fits in a ConfigMap's 1 MiB
+at ~50 bytes an entry) is not a truncation point but a trigger: :func:`overflow_action` says
+``rotate`` when the live list is over it, and the publisher then replaces every signing key
+(``publishing.KeyManager.emergency_rotate``), so every token signed so far fails verification
+with an unknown kid. Only after verifiers have had time to drop the retired keys (the key
+publish delay) does :meth:`RevocationList.forget` remove the entries listed before the rotation:
+their tokens can no longer verify anyway. Until then the list may grow past ``max_entries``
+(that is the headroom); :meth:`to_configmap_data` raises rather than write a list that would not
+fit in a ConfigMap, so publishing fails loudly, the list goes stale and verifiers fail closed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-DEFAULT_MAX_ENTRIES: Final = 20_000
+DEFAULT_MAX_ENTRIES: Final = 10_000
 CONFIGMAP_KEY: Final = "revocations.json"
 """The single data key of ConfigMap ``taskwarden-revocations`` (and the /revocations body)."""
 CONFIGMAP_LIMIT_BYTES: Final = 1024 * 1024
 """Kubernetes refuses ConfigMaps whose data exceeds 1 MiB."""
+KEEP: Final = "keep"
+"""The live list fits under ``max_entries``: nothing to do."""
+ROTATE: Final = "rotate"
+"""Over ``max_entries`` and no emergency rotation under way: retire every signing key now."""
+WAIT: Final = "wait"
+"""Over ``max_entries`` but a rotation is already draining: its entries go at its drop time."""
+
+
+class RevocationListTooLarge(ValueError):
+    """The live list does not fit in a ConfigMap; it is never truncated, so publishing stops."""
+
+
+def overflow_action(live_entries: int, max_entries: int, *, draining: bool) -> str:
+    """What the publisher does about the list's size: KEEP, ROTATE or WAIT (named reasons)."""
+    if live_entries <= max_entries:
+        return KEEP
+    return WAIT if draining else ROTATE
 
 
 def _check_entry(jti: object, exp: object) -> tuple[str, float]:
@@ -84,7 +102,7 @@ class RevocationList:
     def add(self, jti: str, exp: float) -> None:
         """Record that the token ``jti`` (valid until ``exp``) is revoked.
 
-        Re-adding keeps the later exp. Does not enforce the bound: call :meth:`compact`.
+        Re-adding keeps the later exp. Never refused: see :func:`overflow_action` for the cap.
         """
         key, value = _check_entry(jti, exp)
         self.entries[key] = max(value, self.entries.get(key, value))
@@ -96,22 +114,19 @@ class RevocationList:
             del self.entries[jti]
         return len(expired)
 
-    def enforce_bound(self) -> int:
-        """If over ``max_entries``, evict the entries that expire soonest; return how many.
+    def forget(self, jtis: Iterable[str]) -> int:
+        """Drop ``jtis`` whose tokens can no longer verify (their signing key was retired and
+        verifiers had time to notice); return how many were held. Never call it for any other
+        reason: an unexpired entry is the only thing that stops its token."""
+        dropped = 0
+        for jti in jtis:
+            if self.entries.pop(jti, None) is not None:
+                dropped += 1
+        return dropped
 
-        Every eviction re-enables a revoked, unexpired token: log and count them. Call
-        :meth:`prune` first (or use :meth:`compact`) so that expired entries go before live ones.
-        """
-        excess = len(self.entries) - self.max_entries
-        if excess <= 0:
-            return 0
-        for jti, _ in self._ordered()[:excess]:
-            del self.entries[jti]
-        return excess
-
-    def compact(self, now: float) -> tuple[int, int]:
-        """:meth:`prune` then :meth:`enforce_bound`; return (expired dropped, live evicted)."""
-        return self.prune(now), self.enforce_bound()
+    def live(self, now: float) -> int:
+        """How many entries are still needed at ``now`` (exp + grace in the future)."""
+        return sum(1 for exp in self.entries.values() if exp + self.grace > now)
 
     def merge(self, other: RevocationList) -> int:
         """Add every entry of ``other`` (keeping the later exp); return how many jti were new."""
@@ -136,23 +151,28 @@ class RevocationList:
         return iter(self.entries)
 
     def _ordered(self) -> list[tuple[str, float]]:
-        """Entries sorted by exp, then jti (deterministic output and eviction order)."""
+        """Entries sorted by exp, then jti (deterministic output)."""
         return sorted(self.entries.items(), key=lambda item: (item[1], item[0]))
 
     def to_configmap_data(self, now: float) -> dict[str, str]:
         """The published form: ``{"revocations.json": {"revoked": [{jti, exp}...], "updatedAt"}}``.
 
-        Entries sorted by exp; expired ones (``exp + grace <= now``) left out, and at most
-        ``max_entries`` (the latest-expiring) written. Does not modify the list: call
-        :meth:`compact` first to learn about (and report) what was dropped.
+        Entries sorted by exp; expired ones (``exp + grace <= now``) left out, every live one
+        written, whatever ``max_entries`` says. Raises :class:`RevocationListTooLarge` if the
+        result would not fit in a ConfigMap: never truncate, a dropped entry re-enables a token.
         """
         live = [(jti, exp) for jti, exp in self._ordered() if exp + self.grace > now]
-        live = live[max(0, len(live) - self.max_entries) :]
         document: dict[str, Any] = {
             "revoked": [{"jti": jti, "exp": _json_number(exp)} for jti, exp in live],
             "updatedAt": _rfc3339(now),
         }
-        return {CONFIGMAP_KEY: json.dumps(document, sort_keys=True, separators=(",", ":"))}
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        if len(text.encode()) + len(CONFIGMAP_KEY) > CONFIGMAP_LIMIT_BYTES:
+            raise RevocationListTooLarge(
+                f"{len(live)} live revocations do not fit in one ConfigMap "
+                f"({CONFIGMAP_LIMIT_BYTES} bytes); refusing to drop any"
+            )
+        return {CONFIGMAP_KEY: text}
 
     @classmethod
     def from_configmap_data(
