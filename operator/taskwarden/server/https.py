@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import ssl
@@ -139,6 +140,7 @@ class WebhookServer:
         failed = False
         try:
             facts = await reads.gather(self.reader, webhook, body)
+            facts = dataclasses.replace(facts, issuer=self.settings.identity.issuer)
             outcome = admission.decide(webhook, body, facts)
             need = admission.needs(webhook, body)
             if not outcome.allowed and need is not None and need.policies:
