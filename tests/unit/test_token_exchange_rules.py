@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from taskwarden import admission
+from taskwarden import admission, policy
 from taskwarden.server import exchange
 from tests.unit import test_admission_reviews as ar
 
@@ -112,3 +112,21 @@ def test_an_exchange_task_pod_gets_a_projected_token_for_the_issuer() -> None:
     for facts in (admission.Facts(tasks={"triage": task(delivery="secret")}), admission.Facts()):
         out = ar.apply_patch(pod, ar.patch_of(ar.allowed(admission.MUTATE_PODS, body, facts)))
         assert out["spec"]["volumes"][0]["secret"]["secretName"] == "triage-credential"
+
+
+# --------------------------------------------------------------------------- policy: delivery
+
+
+def test_a_rule_may_require_exchange_delivery() -> None:
+    from tests.unit import test_policy_decisions as pd
+
+    strict = [pd.make_policy("strict", [pd.rule(delivery="exchange")])]
+    refused = policy.evaluate(pd.make_task(), strict)
+    assert not refused.allowed and refused.reason == "ExchangeRequired"
+    assert "requires spec.delivery: exchange" in refused.message
+    assert policy.evaluate(pd.make_task(delivery="exchange"), strict).allowed
+    assert policy.evaluate(pd.make_task(delivery="exchange"), [pd.make_policy()]).allowed
+    with pytest.raises(ValueError, match=r"spec\.delivery 'carrier' must be secret or exchange"):
+        pd.make_task(delivery="carrier")
+    bad = policy.evaluate(pd.make_task(), [pd.make_policy("bad", [pd.rule(delivery="secret")])])
+    assert not bad.allowed and "rules[0].delivery 'secret' must be exchange or unset" in bad.message
