@@ -420,3 +420,23 @@ def test_exchange_mode_pods_get_a_projected_token_not_the_secret(
     assert env_vars["TASKWARDEN_EXCHANGE_URL"] == issuer(operator) + "/token"
     assert env_vars["TASKWARDEN_TASK"] == resource(env.namespace, "mounted-x")
     assert "TASKWARDEN_TOKEN_FILE" not in env_vars
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def test_a_policy_rule_may_require_exchange(
+    api: client.ApiClient,
+    operator: h.OperatorProcess,
+    agent_env: Callable[..., h.AgentEnv],
+    secret_events: list[tuple[str, str]],
+) -> None:
+    pol = h.policy_body()
+    pol["spec"]["rules"][0]["delivery"] = "exchange"
+    env = agent_env(policy=pol)
+    env.create_task("mounted")
+    denied = h.wait_phase(api, env.namespace, "mounted", "Denied", 30)
+    assert denied["status"]["reason"] == "ExchangeRequired", denied["status"]
+    assert "requires spec.delivery: exchange" in denied["status"]["message"]
+    exchange_task(env, "exchanged")
+    assert [e for e in secret_events if e[1].endswith("-credential")] == []
