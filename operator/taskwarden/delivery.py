@@ -5,6 +5,9 @@ the two writes leaves a task whose Secret is missing — repaired on restart —
 no status knows about). The ownerReference lets Kubernetes collect the Secret when the task is
 deleted even while the operator is down; blockOwnerDeletion is off so deletion never waits on us.
 
+A task with `spec.delivery: exchange` (`exchanged`) has no Secret at all: tasks/issue.py skips
+`deliver`, and the pod gets its token from server/exchange.py.
+
 The operator writes over and deletes only what it owns (`owned`): a Secret of type
 `taskwarden.dev/credential` whose controller ownerReference is the task's UID. A Secret of the
 same name that belongs to anyone else is never replaced (`NotOwned`) and never deleted.
@@ -23,6 +26,11 @@ from taskwarden.kube import ApiError, Kube
 
 class NotOwned(Exception):
     """`<task>-credential` exists and is not this task's credential Secret."""
+
+
+def exchanged(spec: Mapping[str, Any]) -> bool:
+    """`spec.delivery: exchange`: no Secret is ever written; the pod exchanges (server/exchange)."""
+    return spec.get("delivery") == names.DELIVERY_EXCHANGE
 
 
 def secret_name(task_name: str) -> str:

@@ -278,6 +278,14 @@ class Kube:
             await self._call(self.core.replace_namespaced_config_map, name, ns, body)
         )
 
+    async def token_review(self, token: str, audiences: builtins.list[str]) -> dict[str, Any]:
+        """TokenReview (authentication.k8s.io/v1): the status the apiserver gives `token` for
+        `audiences` (authenticated, user with its pod-name/pod-uid extras, audiences, error)."""
+        body = {"spec": {"token": token, "audiences": audiences}}
+        api = client.AuthenticationV1Api(self.api_client)
+        res = self._plain(await self._call(api.create_token_review, body))
+        return dict(res.get("status") or {})
+
     async def create_event(self, ns: str, body: Mapping[str, Any]) -> None:
         await self._write(self.events.create_namespaced_event, ns, body)
 

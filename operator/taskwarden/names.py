@@ -36,3 +36,12 @@ TERMINAL: Final = frozenset({"Completed", "Expired", "Revoked", "Denied", "Faile
 
 # --- data classes, least to most sensitive ------------------------------------------------------
 DATA_CLASSES: Final = ("public", "internal", "confidential", "restricted")
+
+# --- delivery (spec.delivery) -------------------------------------------------------------------
+DELIVERY_SECRET: Final = "secret"
+DELIVERY_EXCHANGE: Final = "exchange"
+"""`spec.delivery: exchange`: no Secret; the pod exchanges its pod-bound ServiceAccount token
+for the task token at the operator's EXCHANGE_PATH (RFC 8693)."""
+EXCHANGE_PATH: Final = "/token"
+EXCHANGE_RESOURCE_PREFIX: Final = "taskwarden://"
+"""The exchange names its task as `resource` (or `audience`) `taskwarden://<namespace>/<task>`."""

@@ -201,6 +201,7 @@ async def build(settings: config.Settings) -> Runtime:
         kube,
         jwks=keys.jwks,
         revocations=lambda now: revocations.list.to_configmap_data(now),
+        signer=keys.signer,
     )
     if not settings.watch.peering:
         await rt.resync_tasks()

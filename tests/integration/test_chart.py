@@ -701,6 +701,8 @@ def operator_needs(op_ns: str, task_ns: str | None, *, manage_webhooks: bool) ->
         ("watch", "customresourcedefinitions", crd),
         ("list", "namespaces", {}),
         ("watch", "namespaces", {}),
+        # The token exchange checks the pod's ServiceAccount token (server/exchange.py).
+        ("create", "tokenreviews", {"group": "authentication.k8s.io"}),
     ]
     kopf = {"group": "kopf.dev"}
     if task_ns:
@@ -763,7 +765,6 @@ def operator_must_not(op_ns: str, task_ns: str) -> list[Check]:
         ("impersonate", "users", {}),
         ("impersonate", "serviceaccounts", {"namespace": task_ns}),
         ("create", "serviceaccounts", {"namespace": task_ns, "subresource": "token"}),
-        ("create", "tokenreviews", {"group": "authentication.k8s.io"}),
         ("create", "subjectaccessreviews", {"group": "authorization.k8s.io"}),
         # Only its own webhook configurations, and never deleting them.
         ("get", "mutatingwebhookconfigurations", {**adm, "name": "someone-else"}),

@@ -27,7 +27,7 @@ REVIEWS: Final[dict[str, tuple[str, Review, Needs | None]]] = {
         approval_review.task_needs,
     ),
     envelope.VALIDATE_APPROVALS: ("AgentApproval", approval_review.validate, approval_review.needs),
-    envelope.MUTATE_PODS: ("Pod", pod_review.mutate, None),
+    envelope.MUTATE_PODS: ("Pod", pod_review.mutate, pod_review.mutate_needs),
     envelope.VALIDATE_PODS: ("Pod", pod_review.validate, pod_review.needs),
 }
 """webhook -> (kind it reviews, review, what it reads before a CREATE (the pod guard: also an

@@ -66,6 +66,8 @@ class Facts:
     tasks: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     secrets: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     error: str = ""
+    issuer: str = ""
+    """The operator's issuer: the audience of the ServiceAccount token an exchange-mode pod gets."""
 
 
 @dataclass(frozen=True)

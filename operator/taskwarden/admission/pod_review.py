@@ -3,6 +3,11 @@
 Dispatched by `admission.dispatch` for the mutate-pods and validate-pods webhooks.
 - mutate: a pod annotated `taskwarden.dev/task: <task>` gets the Secret `<task>-credential` as
   an optional read-only volume in every container, plus env TASKWARDEN_TOKEN_FILE. Idempotent.
+  When the task exists and has `spec.delivery: exchange`, the volume is instead a projected,
+  pod-bound ServiceAccount token with audience = the operator's issuer (file SUBJECT_FILE), with
+  env TASKWARDEN_SUBJECT_TOKEN_FILE, TASKWARDEN_EXCHANGE_URL and TASKWARDEN_TASK for
+  taskwarden.agent; no Secret is mounted. A pod made before its task gets the Secret volume
+  (create an exchange-mode task before its pod).
 - validate (pod CREATE, and UPDATE of the `ephemeralcontainers` subresource that `kubectl debug`
   uses): only a pod running as a task's service account may reference its credential Secret,
   wherever a container can read a Secret (secret and projected volumes, env
@@ -27,6 +32,13 @@ CREDENTIAL_VOLUME: Final = "taskwarden-credential"
 CREDENTIAL_MOUNT_PATH: Final = "/var/run/secrets/taskwarden.dev/"
 TOKEN_FILE_ENV: Final = "TASKWARDEN_TOKEN_FILE"
 TOKEN_FILE: Final = CREDENTIAL_MOUNT_PATH + "token"
+SUBJECT_PATH: Final = "subject-token"
+SUBJECT_FILE: Final = CREDENTIAL_MOUNT_PATH + SUBJECT_PATH
+SUBJECT_SECONDS: Final = 600
+"""The shortest lifetime a projected token may ask for; the kubelet renews it at 80%."""
+SUBJECT_FILE_ENV: Final = "TASKWARDEN_SUBJECT_TOKEN_FILE"
+EXCHANGE_URL_ENV: Final = "TASKWARDEN_EXCHANGE_URL"
+TASK_ENV: Final = "TASKWARDEN_TASK"
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -52,6 +64,20 @@ def needs(req: envelope.Request) -> envelope.Needs | None:
     return envelope.Needs(req.namespace, tasks=tasks, secrets=secrets) if tasks else None
 
 
+def mutate_needs(req: envelope.Request) -> envelope.Needs | None:
+    """mutate-pods: the annotated task (its spec.delivery picks the volume)."""
+    task = envelope.annotations_of(req.obj).get(names.TASK_ANNOTATION)
+    if req.operation != "CREATE" or not isinstance(task, str) or not _NAME.match(task):
+        return None
+    return envelope.Needs(req.namespace, tasks=(task,))
+
+
+def exchanged(facts: envelope.Facts, task: str) -> bool:
+    """Is `task` known to deliver by exchange? (Not read, or absent: the Secret volume.)"""
+    spec = envelope.as_map(envelope.as_map(facts.tasks.get(task)).get("spec"))
+    return spec.get("delivery") == names.DELIVERY_EXCHANGE and bool(facts.issuer)
+
+
 def mutate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
     envelope.expect_kind(req, "Pod", envelope.MUTATE_PODS)
     if req.operation != "CREATE":
@@ -68,22 +94,45 @@ def mutate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
     spec = req.obj.get("spec")
     if not isinstance(spec, Mapping):
         raise envelope.Denied("request.object.spec is required and must be an object", 400)
-    return envelope.Outcome(True, patch=tuple(_pod_patch(spec, task)))
-
-
-def _pod_patch(spec: Mapping[str, Any], task: str) -> list[dict[str, Any]]:
-    ops: list[dict[str, Any]] = []
+    if exchanged(facts, task):
+        env = _exchange_env(facts.issuer, req.namespace, task)
+        return envelope.Outcome(True, patch=tuple(_pod_patch(spec, _subject_volume(facts), env)))
     volume = {
         "name": CREDENTIAL_VOLUME,
         "secret": {"secretName": task + CREDENTIAL_SUFFIX, "optional": True},
     }
+    env = [{"name": TOKEN_FILE_ENV, "value": TOKEN_FILE}]
+    return envelope.Outcome(True, patch=tuple(_pod_patch(spec, volume, env)))
+
+
+def _subject_volume(facts: envelope.Facts) -> dict[str, Any]:
+    """A projected ServiceAccount token, bound to the pod by the kubelet, for the issuer."""
+    source = {
+        "audience": facts.issuer,
+        "expirationSeconds": SUBJECT_SECONDS,
+        "path": SUBJECT_PATH,
+    }
+    return {"name": CREDENTIAL_VOLUME, "projected": {"sources": [{"serviceAccountToken": source}]}}
+
+
+def _exchange_env(issuer: str, namespace: str, task: str) -> list[dict[str, str]]:
+    return [
+        {"name": SUBJECT_FILE_ENV, "value": SUBJECT_FILE},
+        {"name": EXCHANGE_URL_ENV, "value": issuer.rstrip("/") + names.EXCHANGE_PATH},
+        {"name": TASK_ENV, "value": f"{names.EXCHANGE_RESOURCE_PREFIX}{namespace}/{task}"},
+    ]
+
+
+def _pod_patch(
+    spec: Mapping[str, Any], volume: Mapping[str, Any], envs_to_add: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    ops: list[dict[str, Any]] = []
     volumes = spec.get("volumes")
     if not isinstance(volumes, list):
         ops.append({"op": "add", "path": "/spec/volumes", "value": [volume]})
     elif not any(envelope.as_map(v).get("name") == CREDENTIAL_VOLUME for v in volumes):
         ops.append({"op": "add", "path": "/spec/volumes/-", "value": volume})
     mount = {"name": CREDENTIAL_VOLUME, "mountPath": CREDENTIAL_MOUNT_PATH, "readOnly": True}
-    env = {"name": TOKEN_FILE_ENV, "value": TOKEN_FILE}
     for kind in ("initContainers", "containers"):
         containers = spec.get(kind)
         if not isinstance(containers, list):
@@ -103,9 +152,12 @@ def _pod_patch(spec: Mapping[str, Any], task: str) -> list[dict[str, Any]]:
                 ops.append({"op": "add", "path": f"{base}/volumeMounts/-", "value": mount})
             envs = container.get("env")
             if not isinstance(envs, list):
-                ops.append({"op": "add", "path": f"{base}/env", "value": [env]})
-            elif not any(envelope.as_map(e).get("name") == TOKEN_FILE_ENV for e in envs):
-                ops.append({"op": "add", "path": f"{base}/env/-", "value": env})
+                ops.append({"op": "add", "path": f"{base}/env", "value": list(envs_to_add)})
+                continue
+            have = {envelope.as_map(e).get("name") for e in envs}
+            for env in envs_to_add:
+                if env["name"] not in have:
+                    ops.append({"op": "add", "path": f"{base}/env/-", "value": env})
     return ops
 
 

@@ -27,6 +27,7 @@ NO_MATCHING_POLICY = "NoMatchingPolicy"
 SCOPE_NOT_COVERED = "ScopeNotCovered"
 AUDIENCE_NOT_ALLOWED = "AudienceNotAllowed"
 DATA_CLASS_TOO_HIGH = "DataClassTooHigh"
+EXCHANGE_REQUIRED = "ExchangeRequired"
 TTL_TOO_LONG = "TTLTooLong"
 CREDENTIAL_TTL_TOO_LONG = "CredentialTTLTooLong"
 INVALID_POLICY = "InvalidPolicy"
@@ -116,6 +117,12 @@ def _rule_failure(
             f"data class {task.data_class} exceeds maxDataClass "
             f"{names.DATA_CLASSES[rule.max_data_class]} of rule {rule.index} "
             f"of policy {policy.name}",
+        )
+    if rule.exchange_required and task.delivery != names.DELIVERY_EXCHANGE:
+        return _Failure(
+            EXCHANGE_REQUIRED,
+            f"spec.delivery {task.delivery} is not allowed by rule {rule.index} of policy "
+            f"{policy.name}, which requires spec.delivery: exchange (no credential Secret)",
         )
     return None
 

@@ -30,6 +30,8 @@ class Rule:
     audiences: tuple[str, ...]
     max_data_class: int
     approval_required: bool
+    exchange_required: bool = False
+    """`delivery: exchange`: a task under this rule must use spec.delivery: exchange."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ def _parse_rule(index: int, raw: Any) -> Rule:
     approval = raw.get("approval", "none")
     if approval not in ("none", "required"):
         raise Invalid(f"{path}.approval {approval!r} must be none or required")
+    delivery = raw.get("delivery")
+    if delivery not in (None, names.DELIVERY_EXCHANGE):
+        raise Invalid(f"{path}.delivery {delivery!r} must be exchange or unset")
     return Rule(
         index=index,
         tool=tool,
@@ -110,6 +115,7 @@ def _parse_rule(index: int, raw: Any) -> Rule:
         audiences=audiences,
         max_data_class=names.DATA_CLASSES.index(max_class),
         approval_required=approval == "required",
+        exchange_required=delivery == names.DELIVERY_EXCHANGE,
     )
 
 

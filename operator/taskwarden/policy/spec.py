@@ -43,6 +43,7 @@ class TaskRequest:
     ttl: float
     credential_ttl: float
     delegated_from: str | None = None
+    delivery: str = names.DELIVERY_SECRET
 
 
 Triple = tuple[str, str, str]
@@ -97,6 +98,9 @@ def task_request(namespace: str, name: str, spec: Mapping[str, Any]) -> TaskRequ
     delegated_from = spec.get("delegatedFrom")
     if delegated_from is not None:
         delegated_from = nonempty_str(delegated_from, "spec.delegatedFrom")
+    delivery = spec.get("delivery", names.DELIVERY_SECRET)
+    if delivery not in (names.DELIVERY_SECRET, names.DELIVERY_EXCHANGE):
+        raise ValueError(f"spec.delivery {delivery!r} must be secret or exchange")
     count = sum(len(scope.actions) * len(scope.resources) for scope in scopes)
     if count > MAX_TRIPLES:
         raise ValueError(
@@ -113,6 +117,7 @@ def task_request(namespace: str, name: str, spec: Mapping[str, Any]) -> TaskRequ
         ttl=ttl,
         credential_ttl=credential_ttl,
         delegated_from=delegated_from,
+        delivery=delivery,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from taskwarden import config
 from taskwarden.kube import Kube
-from taskwarden.server import approval_status, https
+from taskwarden.server import approval_status, exchange, https
 
 READ_WORKERS: Final = 16
 """Threads of the reviews' own API client."""
@@ -42,11 +42,17 @@ async def start(
     *,
     jwks: https.Jwks,
     revocations: https.Revocations,
+    signer: exchange.Signer | None = None,
 ) -> Server:
     """TLS, the HTTPS server, then (if managed) the webhook configurations."""
     server = Server(
         https.WebhookServer(
-            settings, kube, jwks=jwks, revocations=revocations, reader=Kube(workers=READ_WORKERS)
+            settings,
+            kube,
+            jwks=jwks,
+            revocations=revocations,
+            reader=Kube(workers=READ_WORKERS),
+            signer=signer,
         ),
         approval_status.ApprovalStatusController(kube),
     )

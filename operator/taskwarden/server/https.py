@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import ssl
@@ -21,9 +22,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from taskwarden import admission, audit, config, metrics, pki
+from taskwarden import admission, audit, config, metrics, names, pki
 from taskwarden.kube import Kube
-from taskwarden.server import reads, tls, webhook_config
+from taskwarden.server import exchange, reads, tls, webhook_config
 
 log = logging.getLogger(__name__)
 MAINTAIN_INTERVAL: Final = 3600.0
@@ -46,9 +47,15 @@ class WebhookServer:
         jwks: Jwks,
         revocations: Revocations,
         reader: Kube | None = None,
+        signer: exchange.Signer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings, self.kube, self.clock = settings, kube, clock
+        self.exchange = (
+            None
+            if signer is None
+            else exchange.Exchange(kube, settings.identity.issuer, signer, clock)
+        )
         self.jwks, self.revocations = jwks, revocations
         self.reader = reader or kube
         """Client for the reads of a review: its own connections and threads, so admission
@@ -68,6 +75,8 @@ class WebhookServer:
         app.router.add_get("/.well-known/openid-configuration", self._discovery)
         app.router.add_get("/.well-known/jwks.json", self._jwks)
         app.router.add_get("/revocations", self._revocations)
+        if self.exchange is not None:
+            app.router.add_post(names.EXCHANGE_PATH, self._exchange)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         host = os.environ.get("TASKWARDEN_BIND", "0.0.0.0")  # noqa: S104 - the apiserver calls in
@@ -131,6 +140,7 @@ class WebhookServer:
         failed = False
         try:
             facts = await reads.gather(self.reader, webhook, body)
+            facts = dataclasses.replace(facts, issuer=self.settings.identity.issuer)
             outcome = admission.decide(webhook, body, facts)
             need = admission.needs(webhook, body)
             if not outcome.allowed and need is not None and need.policies:
@@ -201,3 +211,9 @@ class WebhookServer:
             content_type="application/json",
             headers={"Cache-Control": "no-cache"},
         )
+
+    async def _exchange(self, request: web.Request) -> web.Response:
+        assert self.exchange is not None
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        status, body = await self.exchange.answer(form)
+        return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})

@@ -6,7 +6,8 @@ while no operator runs can still have it revoked), then status (naming the new j
 conditioned on the resourceVersion that was read, so two replicas can never both issue), then
 the Secret. A crash after the ledger write leaves an entry the next sweep lists; a crash
 after status leaves a status whose Secret is missing; `keep` finds that and reissues
-(revoking the jti that status named).
+(revoking the jti that status named). A task with `spec.delivery: exchange` gets no Secret:
+the token signed here is dropped, and server/exchange.py signs the jti status names for the pod.
 """
 
 from __future__ import annotations
@@ -85,13 +86,14 @@ async def issue(
     await ctx.ledger.add(entry)
     if ctx.settings.lifecycle.test_crash_after == "ledger":
         os._exit(70)  # tests only: the crash between ledger and status (config.py)
+    exchanged = delivery.exchanged(body.get("spec") or {})
     patch = explain.issue_patch(
         body,
         verdict,
         kind=kind,
         claims=claims,
         kid=kid,
-        secret_name=delivery.secret_name(name),
+        secret_name="" if exchanged else delivery.secret_name(name),
         expires_at=expires_at,
         now=now,
     )
@@ -108,26 +110,10 @@ async def issue(
     if kind == "reissue" and old.get("jti"):
         # The previous token may have reached the pod before the crash: revoke it.
         revoke.retire(ctx, uid, {old["jti"]: timeutil.parse(old["expiresAt"])})
-    secret = delivery.credential_secret(
-        namespace=ns,
-        task_name=name,
-        task_uid=uid,
-        token=token,
-        jti=claims["jti"],
-        expires_at=claims["exp"],
-        spiffe_id=att.spiffe_id,
-        jwks=ctx.keys.jwks(),
-    )
-    del token
-    try:
-        await delivery.deliver(ctx.kube, secret)
-    except delivery.NotOwned as e:
-        # Someone else's Secret holds the name: never overwrite it; the task fails closed (the
-        # jti status now names is listed although the token never left this process).
-        issued = {**body, "status": {**st, "credential": patch["credential"]}}
-        await revoke.end(ctx, issued, "Failed", "SecretConflict", str(e), trigger_at=now)
+    # exchange: this token is dropped; the pod exchanges for this jti (server/exchange.py)
+    if not exchanged and not await _deliver(ctx, body, att.spiffe_id, claims, token, patch, now):
         return
-    ctx.index.secrets[(ns, delivery.secret_name(name))] = claims["jti"]
+    del token
     ctx.holds_credential(key, True)
     metrics.credentials_issued.labels(kind=kind).inc()
     if kind == "issue":
@@ -149,6 +135,40 @@ async def issue(
     )
 
 
+async def _deliver(
+    ctx: Context,
+    body: Body,
+    spiffe_id: str,
+    claims: dict[str, Any],
+    token: str,
+    patch: dict[str, Any],
+    now: float,
+) -> bool:
+    """Write the credential Secret (secret delivery); False when the task failed instead."""
+    ns, name, uid = meta(body)
+    secret = delivery.credential_secret(
+        namespace=ns,
+        task_name=name,
+        task_uid=uid,
+        token=token,
+        jti=claims["jti"],
+        expires_at=claims["exp"],
+        spiffe_id=spiffe_id,
+        jwks=ctx.keys.jwks(),
+    )
+    try:
+        await delivery.deliver(ctx.kube, secret)
+    except delivery.NotOwned as e:
+        # Someone else's Secret holds the name: never overwrite it; the task fails closed (the
+        # jti status now names is listed although the token never left this process).
+        st = body.get("status") or {}
+        issued = {**body, "status": {**st, "credential": patch["credential"]}}
+        await revoke.end(ctx, issued, "Failed", "SecretConflict", str(e), trigger_at=now)
+        return False
+    ctx.index.secrets[(ns, delivery.secret_name(name))] = claims["jti"]
+    return True
+
+
 async def keep(
     ctx: Context,
     body: Body,
@@ -166,7 +186,8 @@ async def keep(
     jti = cred.get("jti")
     ctx.holds_credential(key, True)
     skey = (ns, delivery.secret_name(name))
-    if ctx.index.secrets.get(skey) != jti:
+    exchanged = delivery.exchanged(body.get("spec") or {})
+    if not exchanged and ctx.index.secrets.get(skey) != jti:
         # Not written by this process (another replica, before a restart): look, then act.
         secret = await ctx.kube.get_secret(*skey)
         held = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(
