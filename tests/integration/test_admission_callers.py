@@ -23,12 +23,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from taskwarden import config, controlplane
+from taskwarden import config, controlplane, names
 from taskwarden.kube import Kube
 from taskwarden.server import https
 from tests.integration import helpers as h
 
 ADMITTED = "taskwarden_admission_requests_total"
+CLAIMED = {"username": "alice", "groups": ["sre", "system:authenticated"]}
 
 
 def forged_review(namespace: str, task: str) -> dict[str, Any]:
@@ -43,11 +44,16 @@ def forged_review(namespace: str, task: str) -> dict[str, Any]:
             "namespace": namespace,
             "name": "forged",
             "operation": "CREATE",
-            "userInfo": {"username": "alice", "groups": ["sre", "system:authenticated"]},
+            "userInfo": CLAIMED,
             "object": {
                 "apiVersion": f"{h.GROUP}/{h.VERSION}",
                 "kind": "AgentApproval",
-                "metadata": {"name": "forged", "namespace": namespace},
+                "metadata": {
+                    "name": "forged",
+                    "namespace": namespace,
+                    # What the mutating webhook would stamp for the claimed user.
+                    "annotations": {names.APPROVER_ANNOTATION: json.dumps(CLAIMED)},
+                },
                 "spec": {
                     "taskName": task,
                     "taskUID": "guessed",

@@ -140,7 +140,7 @@ def write_admission_config(d: Path, pki_dir: Path) -> Path:
     (d / WEBHOOK_KUBECONFIG).write_text(json.dumps(kubeconfig, indent=2))
     plugin = {
         "apiVersion": "apiserver.config.k8s.io/v1",
-        "kind": "WebhookAdmission",
+        "kind": "WebhookAdmissionConfiguration",
         "kubeConfigFile": str(d / WEBHOOK_KUBECONFIG),
     }
     config = {
