@@ -54,6 +54,9 @@ class OperatorProcess:
     health_port: int = field(default_factory=controlplane.free_port)
     webhook_port: int = field(default_factory=controlplane.free_port)
     public_port: int = field(default_factory=controlplane.free_port)
+    admission_client_ca: Path | None = None
+    """The CA of the apiserver's webhook client certificate; default: the control plane's next
+    to `kubeconfig`."""
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -77,7 +80,9 @@ class OperatorProcess:
             }
         )
         # The local control plane's apiserver presents a webhook client certificate.
-        client_ca = self.kubeconfig.parent / "pki" / controlplane.files.WEBHOOK_CLIENT_CA
+        client_ca = self.admission_client_ca or (
+            self.kubeconfig.parent / "pki" / controlplane.files.WEBHOOK_CLIENT_CA
+        )
         env.setdefault("TASKWARDEN_ADMISSION_CLIENT_CA", str(client_ca))
         # Tests run one operator at a time unless they ask for peering explicitly.
         env.setdefault("TASKWARDEN_PEERING", "")

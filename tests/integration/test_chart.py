@@ -1179,6 +1179,7 @@ def test_operator_runs_the_whole_scenario_as_the_charts_service_account(
             operator_namespace=op_ns,
             env=dict(os.environ, TASKWARDEN_PEERING=f"taskwarden-{release}"),
             name="operator-as-chart-sa",
+            admission_client_ca=cluster.pki / controlplane.files.WEBHOOK_CLIENT_CA,
         )
         try:
             as_chart.start()
