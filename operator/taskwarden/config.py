@@ -91,6 +91,13 @@ class ServerSettings:
     metrics_port: int = 9090
     health_port: int = 8080
     webhook_port: int = 9443
+    """Admission only (/mutate-*, /validate-*): what the API server calls."""
+    public_port: int = 8443
+    """OIDC discovery, JWKS and the revocation list: what anyone may read. No admission here."""
+    admission_client_ca: str = ""
+    """PEM file of the CA whose client certificates the admission port requires (the API
+    server's, from its --admission-control-config-file). Empty: any caller is answered, but a
+    refusal's message names nothing read from the cluster and no audit record is written."""
     webhook_url: str = ""
     """Base URL the apiserver calls for webhooks (local development), e.g. https://127.0.0.1:9443."""
     webhook_service: str = ""
@@ -166,10 +173,19 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         webhook_port=_as_int(
             ov.pop("webhook_port", None) or _env_int(env, "TASKWARDEN_WEBHOOK_PORT", 9443)
         ),
+        public_port=_as_int(
+            ov.pop("public_port", None) or _env_int(env, "TASKWARDEN_PUBLIC_PORT", 8443)
+        ),
+        admission_client_ca=env.get("TASKWARDEN_ADMISSION_CLIENT_CA", ""),
         webhook_url=env.get("TASKWARDEN_WEBHOOK_URL", ""),
         webhook_service=env.get("TASKWARDEN_WEBHOOK_SERVICE", ""),
         manage_webhooks=env.get("TASKWARDEN_MANAGE_WEBHOOKS", "true").lower() != "false",
     )
     if ov:
         raise TypeError(f"unknown settings: {sorted(ov)}")
+    if server.public_port == server.webhook_port:
+        raise ValueError(
+            f"TASKWARDEN_PUBLIC_PORT must differ from TASKWARDEN_WEBHOOK_PORT "
+            f"({server.webhook_port}): admission is served apart from the public endpoints"
+        )
     return Settings(watch=watch, identity=identity, keys=keys, lifecycle=lifecycle, server=server)

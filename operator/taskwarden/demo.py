@@ -82,8 +82,9 @@ def run(keep: bool = False) -> int:
         )
 
         step("Starting the operator (taskwarden run)")
-        ports = {k: controlplane.free_port() for k in ("metrics", "health", "webhook")}
+        ports = {k: controlplane.free_port() for k in ("metrics", "health", "webhook", "public")}
         env = dict(os.environ)
+        env.update(cp.env())
         env.update(
             KUBECONFIG=str(cp.kubeconfig),
             TASKWARDEN_OPERATOR_NAMESPACE="taskwarden-system",
@@ -91,7 +92,8 @@ def run(keep: bool = False) -> int:
             TASKWARDEN_HEALTH_PORT=str(ports["health"]),
             TASKWARDEN_WEBHOOK_PORT=str(ports["webhook"]),
             TASKWARDEN_WEBHOOK_URL=f"https://127.0.0.1:{ports['webhook']}",
-            TASKWARDEN_ISSUER=f"https://127.0.0.1:{ports['webhook']}",
+            TASKWARDEN_PUBLIC_PORT=str(ports["public"]),
+            TASKWARDEN_ISSUER=f"https://127.0.0.1:{ports['public']}",
         )
         log = (workdir / "operator.log").open("wb")
         op = subprocess.Popen(

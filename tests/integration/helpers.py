@@ -53,6 +53,10 @@ class OperatorProcess:
     metrics_port: int = field(default_factory=controlplane.free_port)
     health_port: int = field(default_factory=controlplane.free_port)
     webhook_port: int = field(default_factory=controlplane.free_port)
+    public_port: int = field(default_factory=controlplane.free_port)
+    admission_client_ca: Path | None = None
+    """The CA of the apiserver's webhook client certificate; default: the control plane's next
+    to `kubeconfig`."""
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -70,10 +74,16 @@ class OperatorProcess:
                 "TASKWARDEN_HEALTH_PORT": str(self.health_port),
                 "TASKWARDEN_WEBHOOK_PORT": str(self.webhook_port),
                 "TASKWARDEN_WEBHOOK_URL": f"https://127.0.0.1:{self.webhook_port}",
-                "TASKWARDEN_ISSUER": f"https://127.0.0.1:{self.webhook_port}",
+                "TASKWARDEN_PUBLIC_PORT": str(self.public_port),
+                "TASKWARDEN_ISSUER": f"https://127.0.0.1:{self.public_port}",
                 "TASKWARDEN_BIND": "127.0.0.1",
             }
         )
+        # The local control plane's apiserver presents a webhook client certificate.
+        client_ca = self.admission_client_ca or (
+            self.kubeconfig.parent / "pki" / controlplane.files.WEBHOOK_CLIENT_CA
+        )
+        env.setdefault("TASKWARDEN_ADMISSION_CLIENT_CA", str(client_ca))
         # Tests run one operator at a time unless they ask for peering explicitly.
         env.setdefault("TASKWARDEN_PEERING", "")
         self.starts += 1

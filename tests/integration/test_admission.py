@@ -81,7 +81,7 @@ def approval_policy(ttl: str = "15m", requesters: list[str] | None = None) -> di
 def https_get(operator: h.OperatorProcess, ca: str, path: str) -> Any:
     ctx = ssl.create_default_context(cadata=ca)  # verifies the 127.0.0.1 SAN too
     with urllib.request.urlopen(
-        f"https://127.0.0.1:{operator.webhook_port}{path}", context=ctx, timeout=5
+        f"https://127.0.0.1:{operator.public_port}{path}", context=ctx, timeout=5
     ) as r:
         return json.loads(r.read())
 
@@ -635,7 +635,7 @@ def test_webhooks_are_served_over_tls_with_the_shared_ca(
 
     ca = tls["ca.crt"]
     discovery = https_get(operator, ca, "/.well-known/openid-configuration")
-    issuer = f"https://127.0.0.1:{operator.webhook_port}"
+    issuer = f"https://127.0.0.1:{operator.public_port}"
     assert discovery["issuer"] == issuer
     assert discovery["jwks_uri"] == f"{issuer}/.well-known/jwks.json"
     assert discovery["id_token_signing_alg_values_supported"] == ["ES256"]
@@ -644,15 +644,20 @@ def test_webhooks_are_served_over_tls_with_the_shared_ca(
     assert isinstance(revocations.get("revoked"), list)
     with pytest.raises(OSError):  # a client without the CA refuses the server
         with urllib.request.urlopen(
-            f"https://127.0.0.1:{operator.webhook_port}/revocations", timeout=5
+            f"https://127.0.0.1:{operator.public_port}/revocations", timeout=5
         ):
             pass
 
 
 def test_a_malformed_review_is_refused_not_crashed(
-    api: client.ApiClient, operator: h.OperatorProcess, operator_namespace: str, webhooks: None
+    cluster: controlplane.ControlPlane,
+    api: client.ApiClient,
+    operator: h.OperatorProcess,
+    operator_namespace: str,
+    webhooks: None,
 ) -> None:
     ctx = ssl.create_default_context(cadata=tls_secret(api, operator_namespace)["ca.crt"])
+    ctx.load_cert_chain(cluster.pki / "webhook-client.crt", cluster.pki / "webhook-client.key")
     for payload in (b"not json", b"{}", json.dumps({"request": {"uid": "x"}}).encode()):
         req = urllib.request.Request(
             f"https://127.0.0.1:{operator.webhook_port}/validate-agenttasks",

@@ -347,9 +347,10 @@ def test_default_render(helm: Path, tmp_path: Path) -> None:
     assert env["TASKWARDEN_ISSUER"]["value"] == "https://taskwarden.taskwarden-system.svc"
     assert env["TASKWARDEN_PEERING"]["value"] == "taskwarden"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"https": 9443, "metrics": 9090, "health": 8080}
+    assert ports == {"admission": 9443, "public": 8443, "metrics": 9090, "health": 8080}
     for var, port in (
         ("TASKWARDEN_WEBHOOK_PORT", 9443),
+        ("TASKWARDEN_PUBLIC_PORT", 8443),
         ("TASKWARDEN_METRICS_PORT", 9090),
         ("TASKWARDEN_HEALTH_PORT", 8080),
     ):
@@ -371,8 +372,10 @@ def test_default_render(helm: Path, tmp_path: Path) -> None:
     # The webhook Service is the one the operator points its webhook configurations at.
     svc = one(objs, "Service", env["TASKWARDEN_WEBHOOK_SERVICE"]["value"])
     assert svc["metadata"]["name"] == "taskwarden"
+    # 443 is the issuer (public endpoints); admission has its own port, apart from them.
     assert svc["spec"]["ports"] == [
-        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
+        {"name": "https", "port": 443, "targetPort": "public", "protocol": "TCP"},
+        {"name": "admission", "port": 9443, "targetPort": "admission", "protocol": "TCP"},
     ]
     metrics = one(objs, "Service", "taskwarden-metrics")
     assert metrics["spec"]["ports"][0]["port"] == 9090
@@ -1177,6 +1180,7 @@ def test_operator_runs_the_whole_scenario_as_the_charts_service_account(
             operator_namespace=op_ns,
             env=dict(os.environ, TASKWARDEN_PEERING=f"taskwarden-{release}"),
             name="operator-as-chart-sa",
+            admission_client_ca=cluster.pki / controlplane.files.WEBHOOK_CLIENT_CA,
         )
         try:
             as_chart.start()
@@ -1343,13 +1347,12 @@ def test_webhook_values_render(helm: Path, tmp_path: Path) -> None:
     pod = one(objs, "Deployment")["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
     (c,) = pod["containers"]
-    assert {"name": "https", "containerPort": 10443, "protocol": "TCP"} in c["ports"]
+    assert {"name": "admission", "containerPort": 10443, "protocol": "TCP"} in c["ports"]
     assert {"name": "TASKWARDEN_WEBHOOK_PORT", "value": "10443"} in c["env"]
-    # The Service still listens on 443 (what clientConfig names) and targets the named port.
+    # The Service still listens on 9443 (what clientConfig names) and targets the named port.
     svc = one(objs, "Service", "taskwarden")
-    assert (
-        svc["spec"]["ports"][0]["port"] == 443 and svc["spec"]["ports"][0]["targetPort"] == "https"
-    )
+    assert svc["spec"]["ports"][1]["port"] == 9443
+    assert svc["spec"]["ports"][1]["targetPort"] == "admission"
     # Defaults: no hostNetwork, pod mutation Ignore, timeout 5.
     default = docs(render(helm, tmp_path))
     assert "hostNetwork" not in one(default, "Deployment")["spec"]["template"]["spec"]

@@ -169,7 +169,7 @@ def test_verifier_fetches_jwks_and_revocations_over_https(
     tls = client.CoreV1Api(api).read_namespaced_secret("taskwarden-webhook-tls", operator_namespace)
     ca = tmp_path / "ca.crt"
     ca.write_bytes(base64.b64decode(tls.data["ca.crt"]))
-    base = f"https://127.0.0.1:{operator.webhook_port}"
+    base = f"https://127.0.0.1:{operator.public_port}"
     v = Verifier(
         jwks=f"{base}/.well-known/jwks.json",
         revocations=f"{base}/revocations",

@@ -45,7 +45,7 @@ def test_allowed_task_gets_a_verifiable_credential(
         jwks,
         now=time.time(),
         audience="https://api.github.com",
-        issuer=f"https://127.0.0.1:{operator.webhook_port}",
+        issuer=f"https://127.0.0.1:{operator.public_port}",
     )
     assert claims["jti"] == st["credential"]["jti"]
     assert claims["sub"] == st["identity"]["spiffeID"]

@@ -76,7 +76,7 @@ def test_stock_verifiers_accept_a_live_task_token(
 ) -> None:
     task = active_task("interop")
     token = task.token()
-    base = f"https://127.0.0.1:{operator.webhook_port}"
+    base = f"https://127.0.0.1:{operator.public_port}"
     sub = jwt.decode(token, options={"verify_signature": False})["sub"]
     assert sub.startswith("spiffe://")
     assert _stock_verdicts(token, base, ca) == {"pyjwt": task.jti, "py-spiffe": sub}

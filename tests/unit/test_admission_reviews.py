@@ -1130,7 +1130,7 @@ def test_in_cluster_webhooks_call_the_service() -> None:
     assert mutating["webhooks"][2]["clientConfig"]["service"] == {
         "name": "taskwarden",
         "namespace": "tw-system",
-        "port": 443,
+        "port": 9443,  # admission's Service port; 443 is the public endpoints' (the issuer)
         "path": "/mutate-pods",
     }
 

@@ -212,7 +212,9 @@ def test_run_refuses_to_start_without_an_admission_path(
 
 
 def test_controlplane_exports_what_a_local_run_needs() -> None:
-    env = cluster.operator_env({"webhook": 40001, "metrics": 40002, "health": 40003})
+    env = cluster.operator_env(
+        {"webhook": 40001, "public": 40004, "metrics": 40002, "health": 40003}
+    )
     assert config.admission_path(config.from_env(env).server) == (
         "webhook URL https://127.0.0.1:40001"
     )
@@ -222,7 +224,8 @@ def test_controlplane_exports_what_a_local_run_needs() -> None:
         40002,
         40003,
     )
-    assert s.identity.issuer == "https://127.0.0.1:40001"
+    assert s.server.public_port == 40004
+    assert s.identity.issuer == "https://127.0.0.1:40004"  # JWKS is served apart from admission
     assert cluster.exports({"A": "x y", "B": "z"}) == "export A='x y'\nexport B=z"
 
 

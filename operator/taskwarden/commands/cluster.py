@@ -20,17 +20,17 @@ if TYPE_CHECKING:
     from taskwarden.controlplane import ControlPlane
 
 OPERATOR_NAMESPACE = "taskwarden-system"
-PORTS = ("webhook", "metrics", "health")
+PORTS = ("webhook", "public", "metrics", "health")
 
 
 def operator_env(ports: dict[str, int]) -> dict[str, str]:
     """What `taskwarden run` reads to serve admission on loopback for this control plane."""
-    url = f"https://127.0.0.1:{ports['webhook']}"
     return {
         "TASKWARDEN_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
-        "TASKWARDEN_WEBHOOK_URL": url,
+        "TASKWARDEN_WEBHOOK_URL": f"https://127.0.0.1:{ports['webhook']}",
         "TASKWARDEN_WEBHOOK_PORT": str(ports["webhook"]),
-        "TASKWARDEN_ISSUER": url,
+        "TASKWARDEN_PUBLIC_PORT": str(ports["public"]),
+        "TASKWARDEN_ISSUER": f"https://127.0.0.1:{ports['public']}",
         "TASKWARDEN_BIND": "127.0.0.1",
         "TASKWARDEN_METRICS_PORT": str(ports["metrics"]),
         "TASKWARDEN_HEALTH_PORT": str(ports["health"]),

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskwarden.controlplane import nodes
+from taskwarden.controlplane import files, nodes
 from taskwarden.controlplane.binaries import K8S_VERSION, ControlPlaneError, find_binaries
-from taskwarden.controlplane.files import write_kubeconfig, write_pki
 
 # What Taskwarden relies on: owner-reference GC, namespace deletion, service accounts and their
 # tokens, and the kube-root-ca.crt ConfigMap; plus Deployments, ReplicaSets and Jobs so workloads
@@ -178,7 +177,11 @@ class ControlPlane:
         )
 
     def env(self) -> dict[str, str]:
-        return {"KUBECONFIG": str(self.kubeconfig), "TASKWARDEN_CONTROLPLANE": str(self.workdir)}
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "TASKWARDEN_CONTROLPLANE": str(self.workdir),
+            "TASKWARDEN_ADMISSION_CLIENT_CA": str(self.pki / files.WEBHOOK_CLIENT_CA),
+        }
 
 
 def _spawn(
@@ -244,13 +247,14 @@ def start(
     workdir.mkdir(parents=True, exist_ok=True)
     pki, logdir, etcd_dir = workdir / "pki", workdir / "logs", workdir / "etcd"
     logdir.mkdir(exist_ok=True)
-    write_pki(pki)
+    files.write_pki(pki)
+    admission_config = files.write_admission_config(workdir, pki)
     etcd_port, peer_port, api_port, kcm_port, sched_port, kwok_port = (
         free_port() for _ in range(6)
     )
     server = f"https://127.0.0.1:{api_port}"
     kubeconfig = workdir / "kubeconfig"
-    write_kubeconfig(kubeconfig, server, pki)
+    files.write_kubeconfig(kubeconfig, server, pki)
     cp = ControlPlane(workdir=workdir, server=server, kubeconfig=kubeconfig)
 
     def launch(name: str, argv: list[str]) -> None:
@@ -288,6 +292,9 @@ def start(
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
+                # Webhook calls carry pki/webhook-client.crt: the operator's admission port
+                # answers only them (TASKWARDEN_ADMISSION_CLIENT_CA, see env()).
+                f"--admission-control-config-file={admission_config}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",

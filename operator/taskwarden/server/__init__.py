@@ -1,8 +1,10 @@
-"""The operator's serving side: the HTTPS endpoint (admission webhooks, JWKS, revocation list)
-and the AgentApproval status controller, started and stopped together.
+"""The operator's serving side: two HTTPS ports (admission webhooks for the API server only;
+apart from them OIDC discovery, JWKS and revocation list for anyone) and the AgentApproval
+status controller, started and stopped together.
 
-- `https`: the aiohttp server; `reads`: the API reads a review needs; `tls`: the serving
-  material in its Secret; `webhook_config`: the webhook configurations;
+- `https`: the aiohttp servers and the admission port; `public`: the public endpoints;
+  `reads`: the API reads a review needs; `tls`: the serving material in its Secret (and who
+  may call admission); `webhook_config`: the webhook configurations;
   `approval_status`: the AgentApproval status controller.
 
 runtime.build() calls `start` with the explicit dependencies (settings, the API client, where

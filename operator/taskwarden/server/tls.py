@@ -113,8 +113,19 @@ def load_chain(ctx: ssl.SSLContext, material: pki.TLSMaterial) -> None:
         ctx.load_cert_chain(str(cert), str(key))
 
 
-def ssl_context(material: pki.TLSMaterial) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+def ssl_context(material: pki.TLSMaterial, client_ca: str = "") -> ssl.SSLContext:
+    """A server context for `material`. With `client_ca` (a PEM file) a client must present a
+    certificate signed by that CA, and by no other: the system trust store is never loaded."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if client_ca:
+        try:
+            ctx.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(
+                f"TASKWARDEN_ADMISSION_CLIENT_CA: cannot read a CA certificate from {client_ca!r}"
+                f" ({e})"
+            ) from e
+        ctx.verify_mode = ssl.CERT_REQUIRED
     load_chain(ctx, material)
     return ctx

@@ -22,6 +22,8 @@ from taskwarden.kube import Kube
 log = logging.getLogger(__name__)
 CONFIGURATION: Final = "taskwarden"
 LABELS: Final = {"app.kubernetes.io/managed-by": "taskwarden"}
+SERVICE_PORT: Final = 9443
+"""The Service port of admission; its port 443 serves the public endpoints (the issuer)."""
 
 
 def webhook_configurations(
@@ -53,7 +55,7 @@ def webhook_configurations(
             "service": {
                 "name": settings.server.webhook_service,
                 "namespace": op_ns,
-                "port": 443,
+                "port": SERVICE_PORT,
                 "path": f"/{path}",
             },
             "caBundle": bundle,
