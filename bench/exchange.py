@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     args = ap.parse_args()
     with environment() as (_, api, op):
-        issuer = f"https://127.0.0.1:{op.webhook_port}"
+        issuer = f"https://127.0.0.1:{op.public_port}"
         h.agent_namespace(api, NS)
         h.pod(api, NS, "agent-0", "agent")
         h.create(api, NS, "agentpolicies", h.policy_body())
@@ -80,7 +80,7 @@ def main() -> None:
                 "resource": resource,
             }
         )
-        conn = http.client.HTTPSConnection("127.0.0.1", op.webhook_port, context=ctx)
+        conn = http.client.HTTPSConnection("127.0.0.1", op.public_port, context=ctx)
 
         def keepalive() -> None:
             conn.request(

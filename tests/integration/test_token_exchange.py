@@ -42,7 +42,7 @@ def ca_of(api: client.ApiClient, operator_ns: str) -> str:
 
 
 def issuer(operator: h.OperatorProcess) -> str:
-    return f"https://127.0.0.1:{operator.webhook_port}"
+    return f"https://127.0.0.1:{operator.public_port}"  # the issuer: the public endpoints
 
 
 def subject_token(
