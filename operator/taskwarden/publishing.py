@@ -306,15 +306,25 @@ class RevocationPublisher:
                 self.key_propagation,
             )
 
+    def _next_wake(self) -> float:
+        """Seconds until the loop must flush unprompted: the 30 s heartbeat, or sooner, the
+        moment the entries of retired keys may be forgotten (else they would wait for the next
+        revocation or heartbeat, keeping the list over its cap for up to 30 s more)."""
+        wake = 30.0
+        if self._draining is not None:
+            wake = min(wake, max(0.0, self._draining[0] - self.clock()))
+        return wake
+
     async def run(self) -> None:
         last_prune = self.clock()
         while True:
             try:
-                await asyncio.wait_for(self._dirty.wait(), timeout=30)
+                await asyncio.wait_for(self._dirty.wait(), timeout=self._next_wake())
             except TimeoutError:
                 # Rewrite at least every 30 s, even when empty: updatedAt is the heartbeat by
                 # which verifiers reading a file or ConfigMap judge staleness (max_stale).
-                if self.clock() - last_prune < 30:
+                due = self._draining is not None and self.clock() >= self._draining[0]
+                if self.clock() - last_prune < 30 and not due:
                     continue
             last_prune = self.clock()
             self._dirty.clear()
