@@ -83,7 +83,13 @@ def test_revoked_tokens_stay_refused_past_the_cap(
             timeout=30,
             what="the retired key's entries forgotten",
         )
-        assert capped.metric("taskwarden_revocation_list_entries") <= 6
+        # The session's list may already hold other tests' revocations: whatever it held, it
+        # drains back under the cap once the retired keys' entries are forgotten.
+        h.wait_for(
+            lambda: capped.metric("taskwarden_revocation_list_entries") <= 3,
+            timeout=30,
+            what="the list back under its cap",
+        )
         for name, token in tokens.items():
             out = verify(cluster, token, tmp_path)
             assert not out.startswith("VALID"), f"{name}: revoked token verifies again: {out}"
