@@ -413,7 +413,7 @@ def main() -> None:
         stamped = h.get(api, TW_NS, "agenttasks", "warm-0")["metadata"].get("annotations") or {}
         assert names.REQUESTER_ANNOTATION in stamped, "admission webhooks are not on"
         results["secret_bytes"] = sizes = secret_sizes(api, TW_NS, "warm-0")
-        nop = procmem.NaiveOperator(cp.kubeconfig, op.workdir, json.dumps(sizes))
+        nop = procmem.naive_operator(cp.kubeconfig, op.workdir, json.dumps(sizes))
         nop.start()
         try:
             naive.run(warm, 4)

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.integration import helpers as h
-
-from taskwarden import controlplane
 
 NAIVE = Path(__file__).resolve().parent / "naive"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -78,13 +75,18 @@ class Sampler:
         return max(self.samples)
 
 
-class NaiveOperator:
-    """`kopf run bench/naive/operator.py --standalone -A`: kopf defaults, no webhooks."""
+@dataclass
+class NaiveOperator(h.OperatorProcess):
+    """`kopf run bench/naive/operator.py --standalone -A`: kopf defaults, no webhooks. Health,
+    kill and stop are the Taskwarden operator process's (kopf's liveness endpoint on
+    `health_port`)."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, secret_bytes: str) -> None:
-        self.kubeconfig, self.workdir, self.secret_bytes = kubeconfig, workdir, secret_bytes
-        self.port = controlplane.free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+    secret_bytes: str = "{}"
+    name: str = "naive-operator"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "naive-operator.log"
 
     @property
     def pid(self) -> int:
@@ -92,44 +94,23 @@ class NaiveOperator:
         return self.proc.pid
 
     def start(self, wait: bool = True) -> None:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
-        env["NAIVE_SECRET_BYTES"] = self.secret_bytes
-        with (self.workdir / "naive-operator.log").open("ab") as fh:
+        env = dict(self.env, KUBECONFIG=str(self.kubeconfig), NAIVE_SECRET_BYTES=self.secret_bytes)
+        liveness = f"--liveness=http://127.0.0.1:{self.health_port}/healthz"
+        with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "kopf", "run", str(NAIVE / "operator.py")),
-                    *("--standalone", "-A", f"--liveness=http://127.0.0.1:{self.port}/healthz"),
-                ],
+                [sys.executable, "-m", "kopf", "run", str(NAIVE / "operator.py"),
+                 "--standalone", "-A", liveness],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-            )
+            )  # fmt: skip
         if wait:
             h.wait_for(self.healthy, timeout=60, what="naive kopf operator liveness")
 
-    def healthy(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"naive operator exited with {self.proc and self.proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
 
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+def naive_operator(kubeconfig: Path, workdir: Path, secret_bytes: str) -> NaiveOperator:
+    return NaiveOperator(kubeconfig, workdir, "", dict(os.environ), secret_bytes=secret_bytes)
 
 
 def wait_until(fn: Callable[[], bool], timeout: float, interval: float = 0.2) -> float:

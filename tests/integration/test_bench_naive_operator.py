@@ -19,7 +19,7 @@ def test_naive_operator_makes_an_owned_secret_and_sets_active(
 ) -> None:
     controlplane.install_crds(api, procmem.NAIVE)
     sizes = {"token": 700, "jwks.json": 225}
-    naive = procmem.NaiveOperator(cluster.kubeconfig, tmp_path, json.dumps(sizes))
+    naive = procmem.naive_operator(cluster.kubeconfig, tmp_path, json.dumps(sizes))
     naive.start()
     try:
         task = client.CustomObjectsApi(api).create_namespaced_custom_object(
