@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint format controlplane tools bench render render-check image image-check lock e2e clean
+.PHONY: demo test unit integration lint format controlplane tools bench bench-hotpath render render-check image image-check lock e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,9 @@ e2e: $(STAMP)  ## optional: kind cluster end to end (needs Docker)
 bench: controlplane  ## benchmarks; results recorded in bench/RESULTS.md
 	$(PY) bench/issuance.py
 	$(PY) bench/lifecycle.py
+
+bench-hotpath: controlplane  ## issue 13 side by side: Taskwarden, naive kopf, raw floor (ARGS=--quick)
+	$(PY) -m bench.hotpath $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
