@@ -36,7 +36,6 @@ POLICY: Final = "taskwarden-agenttasks"
 """Name of the MutatingAdmissionPolicy, the ValidatingAdmissionPolicy and their bindings."""
 RESOURCES: Final = ("mutatingadmissionpolicies", "validatingadmissionpolicies")
 """What discovery must list under admissionregistration.k8s.io/v1 for CEL mode."""
-MODES: Final = ("auto", "webhook", "cel")
 
 KEY: Final = names.REQUESTER_ANNOTATION
 SAFE: Final = r"^[-a-zA-Z0-9:._@/+=]+$"
@@ -91,9 +90,9 @@ GROUPS: Final = "(has(request.userInfo.groups) ? request.userInfo.groups : [])"
 STAMP: Final = (
     "'{\"groups\":[' + "
     f"{GROUPS}.map(g, '\"' + g + '\"').join(',') + ']' + "
-    f"({_extra(envelope.POD_NAME_EXTRA)} ? ',\"podName\":\"' + "
+    f'({_extra(envelope.POD_NAME_EXTRA)} ? \',"podName":"\' + '
     f"{_first(envelope.POD_NAME_EXTRA)} + '\"' : '') + "
-    f"({_extra(envelope.POD_UID_EXTRA)} ? ',\"podUID\":\"' + "
+    f'({_extra(envelope.POD_UID_EXTRA)} ? \',"podUID":"\' + '
     f"{_first(envelope.POD_UID_EXTRA)} + '\"' : '') + "
     "',\"username\":\"' + request.userInfo.username + '\"}'"
 )
@@ -275,8 +274,6 @@ PLURALS: Final = {
 
 
 def use_cel(mode: str, served: set[str]) -> bool:
-    """CEL mode? `auto` when discovery lists both policy kinds; `cel` insists (and falls back to
-    webhooks only when they are not served); `webhook` never."""
-    if mode not in MODES:
-        raise ValueError(f"admission mode {mode!r} must be one of {', '.join(MODES)}")
+    """CEL mode? Not in mode `webhook`; otherwise (`auto`, `cel`) when discovery lists both
+    policy kinds under admissionregistration.k8s.io/v1. Without them: webhooks only."""
     return mode != "webhook" and all(r in served for r in RESOURCES)
