@@ -41,7 +41,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format operator sdk tests bench
 	$(VENV)/bin/ruff check --fix operator sdk tests bench
 
-render: tools  ## sync chart CRDs and render manifests/install.yaml
+render: tools  ## sync chart CRDs and CEL admission, render manifests/install.yaml
+	$(PY) -m taskwarden.admission.cel > charts/taskwarden/files/admission-cel.json
 	bash hack/render-install.sh
 
 render-check: tools  ## fail when manifests/install.yaml or the chart CRDs are stale

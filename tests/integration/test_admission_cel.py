@@ -30,7 +30,9 @@ TASK_HOOKS = ("mutate-agenttasks", "validate-agenttasks")
 
 def task_calls(operator: h.OperatorProcess) -> dict[str, float]:
     """How often the apiserver has called each AgentTask webhook (any verdict)."""
-    return {w: operator.metric("taskwarden_admission_requests_total", webhook=w) for w in TASK_HOOKS}
+    return {
+        w: operator.metric("taskwarden_admission_requests_total", webhook=w) for w in TASK_HOOKS
+    }
 
 
 def refused(fn: Callable[..., Any], *args: Any) -> tuple[int, str]:
@@ -43,7 +45,9 @@ def test_the_policies_are_registered(api: client.ApiClient, webhooks: None) -> N
     co = client.CustomObjectsApi(api)
     for obj in cel.policies({}, {}):
         plural = cel.PLURALS[obj["kind"]]
-        found = co.get_cluster_custom_object("admissionregistration.k8s.io", "v1", plural, cel.POLICY)
+        found = co.get_cluster_custom_object(
+            "admissionregistration.k8s.io", "v1", plural, cel.POLICY
+        )
         assert found["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "taskwarden"
     vwc = client.AdmissionregistrationV1Api(api).read_validating_webhook_configuration("taskwarden")
     conds = {w.name: w.match_conditions for w in vwc.webhooks}

@@ -167,14 +167,16 @@ def _constraints() -> dict[str, Any]:
     }
 
 
-def _metadata(labels: dict[str, str]) -> dict[str, Any]:
-    return {"name": POLICY, "labels": dict(labels)}
+def policies(
+    namespace_selector: dict[str, Any], labels: dict[str, str], name: str = POLICY
+) -> list[dict[str, Any]]:
+    """The MutatingAdmissionPolicy, the ValidatingAdmissionPolicy and their bindings, all named
+    `name`, in the order to write them (each policy before its binding). `namespace_selector`
+    is the task webhooks' own, so both modes cover the same namespaces."""
 
+    def _metadata(labels: dict[str, str]) -> dict[str, Any]:
+        return {"name": name, "labels": dict(labels)}
 
-def policies(namespace_selector: dict[str, Any], labels: dict[str, str]) -> list[dict[str, Any]]:
-    """The MutatingAdmissionPolicy, the ValidatingAdmissionPolicy and their bindings, in the
-    order to write them (each policy before its binding). `namespace_selector` is the task
-    webhooks' own, so both modes cover the same namespaces."""
     mutating = {
         "apiVersion": API_VERSION,
         "kind": "MutatingAdmissionPolicy",
@@ -249,7 +251,7 @@ def policies(namespace_selector: dict[str, Any], labels: dict[str, str]) -> list
             "apiVersion": API_VERSION,
             "kind": "MutatingAdmissionPolicyBinding",
             "metadata": _metadata(labels),
-            "spec": {"policyName": POLICY, "matchResources": selector},
+            "spec": {"policyName": name, "matchResources": selector},
         },
         validating,
         {
@@ -257,7 +259,7 @@ def policies(namespace_selector: dict[str, Any], labels: dict[str, str]) -> list
             "kind": "ValidatingAdmissionPolicyBinding",
             "metadata": _metadata(labels),
             "spec": {
-                "policyName": POLICY,
+                "policyName": name,
                 "validationActions": ["Deny"],
                 "matchResources": selector,
             },
@@ -277,3 +279,22 @@ def use_cel(mode: str, served: set[str]) -> bool:
     """CEL mode? Not in mode `webhook`; otherwise (`auto`, `cel`) when discovery lists both
     policy kinds under admissionregistration.k8s.io/v1. Without them: webhooks only."""
     return mode != "webhook" and all(r in served for r in RESOURCES)
+
+
+def chart_data() -> dict[str, Any]:
+    """charts/taskwarden/files/admission-cel.json (`make render` writes it; a unit test checks
+    it): the webhooks' conditions and the policies, which templates/admission.yaml names and
+    selects like its webhooks. So the chart and the operator share one source."""
+    return {
+        "conditions": {
+            hook: task_match_conditions(hook)
+            for hook in (envelope.MUTATE_TASKS, envelope.VALIDATE_TASKS)
+        },
+        "policies": policies({}, {}, name=""),
+    }
+
+
+if __name__ == "__main__":  # python -m taskwarden.admission.cel > charts/.../admission-cel.json
+    import json
+
+    print(json.dumps(chart_data(), indent=2, sort_keys=True))

@@ -188,17 +188,24 @@ async def register(kube: Kube, settings: config.Settings, ca_bundle: str) -> Non
     in_process = await cel_mode(kube, settings)
     group, _, version = cel.API_VERSION.partition("/")
     if in_process:  # policies first: the webhooks' conditions then skip what they decide
-        for obj in admission_policies(settings):
-            await kube.put_cluster_object(group, version, cel.PLURALS[obj["kind"]], obj)
+        try:
+            for obj in admission_policies(settings):
+                await kube.put_cluster_object(group, version, cel.PLURALS[obj["kind"]], obj)
+        except Exception:  # e.g. RBAC: webhooks without conditions are safe on their own
+            log.exception("admission policies not written; admission is webhooks only")
+            in_process = False
     mutating, validating = webhook_configurations(settings, ca_bundle, in_process=in_process)
     await kube.put_webhook_configuration("mutating", mutating)
     await kube.put_webhook_configuration("validating", validating)
     if settings.server.admission_mode == "webhook":
         # Switched back: webhooks without conditions review everything; the policies go.
         for obj in reversed(admission_policies(settings)):
-            await kube.delete_cluster_object(
-                group, version, cel.PLURALS[obj["kind"]], obj["metadata"]["name"]
-            )
+            try:
+                await kube.delete_cluster_object(
+                    group, version, cel.PLURALS[obj["kind"]], obj["metadata"]["name"]
+                )
+            except Exception as e:  # not served, or no RBAC for them: nothing of ours there
+                log.debug("admission policy %s not deleted: %s", obj["kind"], e)
     log.info(
         "admission: %s",
         "CEL policies in the API server, webhooks only where CEL cannot decide"
