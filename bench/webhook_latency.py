@@ -76,7 +76,8 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
     policies.append(h.policy_body("agents", approval="required"))
     for p in policies:
         p["metadata"]["namespace"] = NS
-    facts = admission.Facts(policies=tuple(policies))
+    free = {"t-credential": None}  # the credential Secret name is free
+    facts = admission.Facts(policies=tuple(policies), secrets=free)
 
     parent = json.loads(json.dumps(stamped))
     parent["metadata"]["name"] = "parent"
@@ -89,6 +90,7 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
     alice = {"username": "alice", "groups": ["sre"]}
     target = json.loads(json.dumps(stamped))
     target["status"] = {"phase": "AwaitingApproval", "specHash": policy.spec_hash(task["spec"])}
+    target["metadata"]["uid"] = "uid-t"  # an approval binds to the task's UID
     approval = {
         "metadata": {
             "name": "a",
@@ -97,6 +99,7 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
         },
         "spec": {
             "taskName": "t",
+            "taskUID": "uid-t",
             "specHash": policy.spec_hash(task["spec"]),
             "decision": "approve",
         },
@@ -116,7 +119,7 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
         admission.VALIDATE_TASKS: (body("AgentTask", stamped), facts),
         admission.VALIDATE_TASKS + " (delegated)": (
             body("AgentTask", child),
-            admission.Facts(policies=tuple(delegating), tasks={"parent": parent}),
+            admission.Facts(policies=tuple(delegating), tasks={"parent": parent}, secrets=free),
         ),
         admission.MUTATE_APPROVALS: (body("AgentApproval", approval, alice), admission.Facts()),
         admission.VALIDATE_APPROVALS: (
@@ -124,7 +127,10 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
             admission.Facts(policies=tuple(policies), tasks={"t": target}),
         ),
         admission.MUTATE_PODS: (body("Pod", pod), admission.Facts()),
-        admission.VALIDATE_PODS: (body("Pod", pod), admission.Facts(tasks={"t": stamped})),
+        admission.VALIDATE_PODS: (
+            body("Pod", pod),
+            admission.Facts(tasks={"t": stamped}, secrets=free),
+        ),
     }
 
 
