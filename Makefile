@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint format controlplane tools bench bench-hotpath render render-check image image-check lock e2e clean
+.PHONY: demo test unit integration integration-webhook-mode lint format controlplane tools bench bench-hotpath render render-check image image-check lock e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,18 @@ tools:  ## helm and promtool from the Go module proxy, cached in ~/.cache/taskwa
 demo: controlplane  ## the whole story on a real local control plane, then clean up
 	$(PY) -m taskwarden dev
 
+# Admission is tested in both modes: the suite runs in the default (auto: CEL policies on the
+# pinned 1.36 control plane), then the admission files once more with webhooks only.
+ADMISSION_TESTS := tests/integration/test_admission.py tests/integration/test_admission_callers.py \
+  tests/integration/test_credential_attacks.py tests/integration/test_delegation_depth.py \
+  tests/integration/test_local_run_needs_admission.py
+
 test: controlplane tools  ## unit + integration tests (real etcd + kube-apiserver + controller-manager)
 	$(VENV)/bin/pytest tests/unit tests/integration
+	$(MAKE) integration-webhook-mode
+
+integration-webhook-mode: controlplane tools  ## the admission tests with TASKWARDEN_ADMISSION_MODE=webhook
+	TASKWARDEN_ADMISSION_MODE=webhook $(VENV)/bin/pytest $(ADMISSION_TESTS)
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
@@ -41,7 +51,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format operator sdk tests bench
 	$(VENV)/bin/ruff check --fix operator sdk tests bench
 
-render: tools  ## sync chart CRDs and render manifests/install.yaml
+render: tools  ## sync chart CRDs and CEL admission, render manifests/install.yaml
+	$(PY) -m taskwarden.admission.cel > charts/taskwarden/files/admission-cel.json
 	bash hack/render-install.sh
 
 render-check: tools  ## fail when manifests/install.yaml or the chart CRDs are stale

@@ -7,9 +7,13 @@
    then restored), in the same run against the same local control plane; p50/p99 and the ratio
    of medians. The tasks name a pod that does not exist, so they stay Pending and the
    reconciler's issuing work does not dominate what is measured.
+3. With --modes: the same creates with the operator in each admission mode, restarted with
+   TASKWARDEN_ADMISSION_MODE=webhook, then =cel (admission/cel.py: the usual case is decided
+   in the API server and calls no webhook), alternating within each repeat.
 Each is repeated; medians of the repeats are reported as a markdown table.
 
 Run: .venv/bin/python bench/webhook_latency.py [--reviews 10000] [--tasks 200] [--repeat 3]
+     [--modes]
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
     policies.append(h.policy_body("agents", approval="required"))
     for p in policies:
         p["metadata"]["namespace"] = NS
-    facts = admission.Facts(policies=tuple(policies))
+    free = {"t-credential": None}  # the credential Secret name is free
+    facts = admission.Facts(policies=tuple(policies), secrets=free)
 
     parent = json.loads(json.dumps(stamped))
     parent["metadata"]["name"] = "parent"
@@ -85,6 +90,7 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
     alice = {"username": "alice", "groups": ["sre"]}
     target = json.loads(json.dumps(stamped))
     target["status"] = {"phase": "AwaitingApproval", "specHash": policy.spec_hash(task["spec"])}
+    target["metadata"]["uid"] = "uid-t"  # an approval binds to the task's UID
     approval = {
         "metadata": {
             "name": "a",
@@ -93,6 +99,7 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
         },
         "spec": {
             "taskName": "t",
+            "taskUID": "uid-t",
             "specHash": policy.spec_hash(task["spec"]),
             "decision": "approve",
         },
@@ -112,7 +119,7 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
         admission.VALIDATE_TASKS: (body("AgentTask", stamped), facts),
         admission.VALIDATE_TASKS + " (delegated)": (
             body("AgentTask", child),
-            admission.Facts(policies=tuple(delegating), tasks={"parent": parent}),
+            admission.Facts(policies=tuple(delegating), tasks={"parent": parent}, secrets=free),
         ),
         admission.MUTATE_APPROVALS: (body("AgentApproval", approval, alice), admission.Facts()),
         admission.VALIDATE_APPROVALS: (
@@ -120,7 +127,10 @@ def samples() -> dict[str, tuple[dict[str, Any], admission.Facts]]:
             admission.Facts(policies=tuple(policies), tasks={"t": target}),
         ),
         admission.MUTATE_PODS: (body("Pod", pod), admission.Facts()),
-        admission.VALIDATE_PODS: (body("Pod", pod), admission.Facts(tasks={"t": stamped})),
+        admission.VALIDATE_PODS: (
+            body("Pod", pod),
+            admission.Facts(tasks={"t": stamped}, secrets=free),
+        ),
     }
 
 
@@ -200,12 +210,58 @@ def creates(agent: client.ApiClient, n: int, tag: str) -> list[float]:
     return out
 
 
+def forged_refused_by(api: client.ApiClient) -> str:
+    """Who refuses a forged requester stamp of the agent's own task: "policy" or "webhook"."""
+    me = h.as_user(api, AGENT, group="system:masters")
+    forged = h.task_body("probe-forged")
+    forged["metadata"]["annotations"] = {names.REQUESTER_ANNOTATION: '{"username":"x"}'}
+    try:
+        h.custom(me).create_namespaced_custom_object(
+            h.GROUP, h.VERSION, NS, "agenttasks", forged, dry_run="All"
+        )
+    except ApiException as e:
+        return "policy" if h.POLICY_REFUSAL in (e.body or "") else "webhook"
+    return ""
+
+
+def switch_mode(api: client.ApiClient, op: h.OperatorProcess, mode: str) -> None:
+    """Restart the operator in `mode` and wait until the API server applies it."""
+    op.stop()
+    op.env["TASKWARDEN_ADMISSION_MODE"] = mode
+    op.start()
+    want = "policy" if mode == "cel" else "webhook"
+    h.wait_for(lambda: forged_refused_by(api) == want, timeout=60, interval=0.2, what=mode)
+    if mode == "cel":
+        h.wait_for(lambda: h.cel_policies_active(api, NS), timeout=60, interval=0.2, what="MAP")
+
+
+def by_mode(
+    api: client.ApiClient, op: h.OperatorProcess, agent: client.ApiClient, tasks: int, repeat: int
+) -> dict[str, tuple[float, float, float]]:
+    """mode -> (p50, p99 in ms, task webhook calls per create): medians over the repeats."""
+    got: dict[str, list[tuple[float, float, float]]] = {"webhook": [], "cel": []}
+    for run in range(repeat):
+        for mode in got:
+            switch_mode(api, op, mode)
+            creates(agent, 10, f"warm-{mode}{run}")
+            calls0 = op.metric("taskwarden_admission_requests_total")
+            lat = creates(agent, tasks, f"{mode}{run}")
+            calls = (op.metric("taskwarden_admission_requests_total") - calls0) / tasks
+            got[mode].append((pct(lat, 50), pct(lat, 99), calls))
+    return {
+        mode: tuple(median([r[i] for r in rows]) for i in range(3))  # type: ignore[misc]
+        for mode, rows in got.items()
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reviews", type=int, default=10_000)
     ap.add_argument("--tasks", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--modes", action="store_true", help="also webhook vs CEL admission mode")
     args = ap.parse_args()
+    modes: dict[str, tuple[float, float, float]] = {}
 
     runs = [in_process(args.reviews) for _ in range(args.repeat)]
     rows = []
@@ -215,7 +271,8 @@ def main() -> None:
         )
 
     with_p50, with_p99, without_p50, without_p99, server_ms = [], [], [], [], []
-    with environment() as (cp, api, op):
+    # Sections 1-2 measure the webhooks themselves: webhook mode (every create calls them).
+    with environment(TASKWARDEN_ADMISSION_MODE="webhook") as (cp, api, op):
         h.agent_namespace(api, NS)
         h.pod(api, NS, "agent-0", "agent")
         h.create(api, NS, "agentpolicies", h.policy_body())
@@ -236,6 +293,8 @@ def main() -> None:
             without_p50.append(pct(lat, 50))
             without_p99.append(pct(lat, 99))
             restore_webhooks(api, saved)
+        if args.modes:
+            modes = by_mode(api, op, agent, args.tasks, args.repeat)
 
     print(f"## Admission webhook latency\n\nMachine: {machine()}\n")
     print(f"In process, {args.reviews} calls per webhook, median of {args.repeat} runs:\n")
@@ -255,6 +314,17 @@ def main() -> None:
         f"{median(with_p99) / median(without_p99):.2f}x |"
     )
     print(f"\nIn the operator, mean time per review (read + decide): {median(server_ms):.2f} ms")
+    if modes:
+        print(
+            f"\nAgentTask create by admission mode ({args.tasks} sequential creates of the "
+            f"agent's own task, median of {args.repeat} runs, modes alternating; calls = "
+            "admission webhook calls per create, from the operator's counter):\n"
+        )
+        print("| mode | p50 (ms) | p99 (ms) | calls |\n|---|---:|---:|---:|")
+        for mode, (p50, p99, calls) in modes.items():
+            print(f"| {mode} | {p50:.2f} | {p99:.2f} | {calls:.2f} |")
+        w, c = modes["webhook"], modes["cel"]
+        print(f"| webhook / cel | {w[0] / c[0]:.2f}x | {w[1] / c[1]:.2f}x | |")
 
 
 if __name__ == "__main__":

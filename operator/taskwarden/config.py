@@ -103,6 +103,13 @@ class ServerSettings:
     webhook_service: str = ""
     """Service name for webhooks in a cluster; used when webhook_url is empty."""
     manage_webhooks: bool = True
+    admission_mode: str = "auto"
+    """TASKWARDEN_ADMISSION_MODE: `auto` (CEL admission policies where the API server serves
+    them, else webhooks only), `webhook` (webhooks only) or `cel` (as auto, logging an error
+    when the API server does not serve them). See admission/cel.py."""
+
+
+ADMISSION_MODES = ("auto", "webhook", "cel")
 
 
 def admission_path(server: ServerSettings) -> str:
@@ -180,9 +187,15 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         webhook_url=env.get("TASKWARDEN_WEBHOOK_URL", ""),
         webhook_service=env.get("TASKWARDEN_WEBHOOK_SERVICE", ""),
         manage_webhooks=env.get("TASKWARDEN_MANAGE_WEBHOOKS", "true").lower() != "false",
+        admission_mode=env.get("TASKWARDEN_ADMISSION_MODE", "auto").strip().lower() or "auto",
     )
     if ov:
         raise TypeError(f"unknown settings: {sorted(ov)}")
+    if server.admission_mode not in ADMISSION_MODES:
+        raise ValueError(
+            f"TASKWARDEN_ADMISSION_MODE {server.admission_mode!r} must be one of "
+            f"{', '.join(ADMISSION_MODES)}"
+        )
     if server.public_port == server.webhook_port:
         raise ValueError(
             f"TASKWARDEN_PUBLIC_PORT must differ from TASKWARDEN_WEBHOOK_PORT "

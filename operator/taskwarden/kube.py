@@ -326,6 +326,54 @@ class Kube:
                     raise
         raise ApiError(409, f"{kind} webhook configuration {name}: too many write conflicts")
 
+    async def served_resources(self, group: str, version: str) -> set[str]:
+        """The resource names discovery lists under group/version (empty when not served)."""
+        try:
+            res = self._plain(await self._call(self.custom.get_api_resources, group, version))
+        except ApiError as e:
+            if e.status == 404:
+                return set()
+            raise
+        return {str(r.get("name")) for r in res.get("resources") or ()}
+
+    async def put_cluster_object(
+        self, group: str, version: str, plural: str, body: Mapping[str, Any]
+    ) -> None:
+        """Create or replace a cluster-scoped object (admission policies and their bindings)."""
+        name = body["metadata"]["name"]
+        api = self.custom
+        for _ in range(5):
+            try:
+                await self._call(api.create_cluster_custom_object, group, version, plural, body)
+                return
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+            current = self._plain(
+                await self._call(api.get_cluster_custom_object, group, version, plural, name)
+            )
+            updated = {**body, "metadata": {**body["metadata"]}}
+            updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                await self._call(
+                    api.replace_cluster_custom_object, group, version, plural, name, updated
+                )
+                return
+            except ApiError as e:
+                if e.status not in (404, 409):
+                    raise
+        raise ApiError(409, f"{plural} {name}: too many write conflicts")
+
+    async def delete_cluster_object(self, group: str, version: str, plural: str, name: str) -> bool:
+        """Delete a cluster-scoped object; False when it was not there."""
+        try:
+            await self._call(self.custom.delete_cluster_custom_object, group, version, plural, name)
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
     async def list_cached(self, plural: str, ns: str) -> builtins.list[dict[str, Any]]:
         """LIST served from the apiserver's watch cache (resourceVersion=0): milliseconds stale
         at most, but never waits for a consistent read (which can take ~100 ms). For admission."""

@@ -197,6 +197,13 @@ def webhooks(
         return False
 
     helpers.wait_for(refused, timeout=60, interval=0.2, what="webhooks called by the apiserver")
+    if helpers.CEL_MODE:
+        helpers.wait_for(
+            lambda: helpers.cel_policies_active(api, probe_ns),
+            timeout=60,
+            interval=0.2,
+            what="Taskwarden's admission policies loaded by the apiserver",
+        )
     yield
     with contextlib.suppress(ApiException):
         client.CoreV1Api(api).delete_namespace(probe_ns)

@@ -20,6 +20,20 @@ from taskwarden import controlplane
 
 T = TypeVar("T")
 GROUP, VERSION = "taskwarden.dev", "v1alpha1"
+ADMISSION_MODE = os.environ.get("TASKWARDEN_ADMISSION_MODE", "auto").strip().lower() or "auto"
+"""The operators under test run with this TASKWARDEN_ADMISSION_MODE (they inherit the test
+environment). `make test` runs the admission files once more with `webhook`."""
+CEL_MODE = ADMISSION_MODE != "webhook"
+"""The pinned control plane (1.36) serves the admission policies: auto and cel mean CEL mode."""
+POLICY_REFUSAL = "ValidatingAdmissionPolicy 'taskwarden-agenttasks'"
+"""How the API server names a refusal by Taskwarden's CEL policy (admission/cel.py)."""
+
+
+def taskwarden_refusal(message: str) -> bool:
+    """Refused by Taskwarden admission: one of its webhooks, or in CEL mode its policy."""
+    return ("admission webhook" in message and "taskwarden.dev" in message) or (
+        CEL_MODE and POLICY_REFUSAL in message
+    )
 
 
 def wait_for(
@@ -600,3 +614,24 @@ def agent_env(
     pol = policy if policy is not None else policy_body(accounts=(sa,))
     create(api, ns, "agentpolicies", pol)
     return AgentEnv(api, ns, pol, made, sa, cluster)
+
+
+def cel_policies_active(api: client.ApiClient, ns: str) -> bool:
+    """Both admission policies are in force in `ns`: a dry-run create by the agent's own
+    ServiceAccount is stamped (MutatingAdmissionPolicy), a forged stamp is refused by the
+    ValidatingAdmissionPolicy. Impersonation adds system:masters, so no RBAC is needed."""
+    me = as_user(api, f"system:serviceaccount:{ns}:agent", group="system:masters")
+    made = custom(me).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "agenttasks", task_body("probe-stamp"), dry_run="All"
+    )
+    if "taskwarden.dev/requester" not in ((made.get("metadata") or {}).get("annotations") or {}):
+        return False
+    forged = task_body("probe-forged")
+    forged["metadata"]["annotations"] = {"taskwarden.dev/requester": '{"username":"x"}'}
+    try:
+        custom(me).create_namespaced_custom_object(
+            GROUP, VERSION, ns, "agenttasks", forged, dry_run="All"
+        )
+    except client.ApiException as e:
+        return POLICY_REFUSAL in (e.body or "")
+    return False

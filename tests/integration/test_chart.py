@@ -1149,7 +1149,11 @@ def test_operator_runs_the_whole_scenario_as_the_charts_service_account(
     op_ns = make_namespace("tw-op")
     release = f"sa-{uuid.uuid4().hex[:6]}"
     # The test's operator registers its own webhook configurations (TASKWARDEN_WEBHOOK_URL).
-    with chart_rbac(helm, kubectl, tmp_path, release, op_ns, OPERATOR_CA) as objs:
+    # The chart's admission mode as `helm install` picks it on this 1.36 control plane (helm
+    # template cannot tell), so its RBAC covers the admission policies the operator writes.
+    mode = "cel" if h.CEL_MODE else "webhook"
+    values = {**OPERATOR_CA, "admission": {"mode": mode}}
+    with chart_rbac(helm, kubectl, tmp_path, release, op_ns, values) as objs:
         sa = one(objs, "ServiceAccount")["metadata"]["name"]
         token = h.sa_token(api, op_ns, sa)
         kubeconfig = tmp_path / "sa.kubeconfig"
@@ -1178,7 +1182,11 @@ def test_operator_runs_the_whole_scenario_as_the_charts_service_account(
             kubeconfig=kubeconfig,
             workdir=tmp_path,
             operator_namespace=op_ns,
-            env=dict(os.environ, TASKWARDEN_PEERING=f"taskwarden-{release}"),
+            env=dict(
+                os.environ,
+                TASKWARDEN_PEERING=f"taskwarden-{release}",
+                TASKWARDEN_ADMISSION_MODE=mode,
+            ),
             name="operator-as-chart-sa",
             admission_client_ca=cluster.pki / controlplane.files.WEBHOOK_CLIENT_CA,
         )
@@ -1229,7 +1237,9 @@ def webhooks_of(objs: list[Doc], name: str = "taskwarden") -> dict[str, Doc]:
     return found
 
 
-def operator_webhooks(namespace: str, service: str, watch: tuple[str, ...] = ()) -> dict[str, Doc]:
+def operator_webhooks(
+    namespace: str, service: str, watch: tuple[str, ...] = (), *, in_process: bool = False
+) -> dict[str, Doc]:
     """What the operator registers itself (webhook_config.webhook_configurations), no caBundle."""
     from taskwarden import config
     from taskwarden.server import webhook_config
@@ -1239,7 +1249,7 @@ def operator_webhooks(namespace: str, service: str, watch: tuple[str, ...] = ())
         server=config.ServerSettings(webhook_service=service),
     )
     found: dict[str, Doc] = {}
-    for conf in webhook_config.webhook_configurations(settings, ""):
+    for conf in webhook_config.webhook_configurations(settings, "", in_process=in_process):
         for w in conf["webhooks"]:
             w["clientConfig"].pop("caBundle", None)
             found[w["name"]] = w
@@ -1567,7 +1577,14 @@ def test_helm_install_upgrade_uninstall_leaves_nothing_that_blocks_writes(
     vf = tmp_path / "values.yaml"
     # Only this test's namespace is watched, so its webhooks touch nothing else in the session.
     vf.write_text(
-        yaml.safe_dump({"watchNamespaces": [namespace], "webhook": {"timeoutSeconds": 2}})
+        yaml.safe_dump(
+            {
+                "watchNamespaces": [namespace],
+                "webhook": {"timeoutSeconds": 2},
+                # Webhooks only: every task create reaches them (CEL mode: the next test).
+                "admission": {"mode": "webhook"},
+            }
+        )
     )
     adm = client.AdmissionregistrationV1Api(api)
 
@@ -1737,6 +1754,129 @@ def test_helm_upgrade_from_the_previous_chart_version_upgrades_the_crds(
             history = json.loads(helm_cli("history", release, "-n", op_ns, "-o", "json"))
             current = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
             assert [r["chart"] for r in history] == ["taskwarden-0.0.9", f"taskwarden-{current}"]
+        finally:
+            if installed:
+                helm_cli("uninstall", release, "-n", op_ns, check=False)
+
+
+# --------------------------------------------------------------------------- CEL admission mode
+
+CEL_API = (
+    "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+)
+POLICY_KINDS = {
+    "MutatingAdmissionPolicy": "mutatingadmissionpolicies",
+    "MutatingAdmissionPolicyBinding": "mutatingadmissionpolicybindings",
+    "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
+}
+
+
+def cel_capable(*more: str) -> tuple[str, ...]:
+    """helm template as against an API server that serves the admission policies (1.36+)."""
+    return tuple(a for api in CEL_API for a in ("--api-versions", api)) + more
+
+
+@pytest.mark.parametrize("watch", [(), ("agents", "tools")])
+def test_chart_cel_mode_renders_the_operators_policies_and_conditions(
+    helm: Path, tmp_path: Path, kubectl: list[str], watch: tuple[str, ...]
+) -> None:
+    """Where the API server serves the policies (auto), the chart renders admission/cel.py's
+    policies and gates the task webhooks exactly as the operator does; elsewhere, neither."""
+    from taskwarden import config
+    from taskwarden.server import webhook_config
+
+    values: dict[str, Any] = {"watchNamespaces": list(watch), **OPERATOR_CA}
+    objs = docs(render(helm, tmp_path, values, extra=cel_capable()))
+    assert webhooks_of(objs) == operator_webhooks(
+        "taskwarden-system", "taskwarden", watch, in_process=True
+    )
+    settings = config.Settings(
+        watch=config.WatchSettings(namespaces=watch, operator_namespace="taskwarden-system"),
+        server=config.ServerSettings(webhook_service="taskwarden"),
+    )
+    expected = webhook_config.admission_policies(settings)
+    rendered = [o for o in objs if o["kind"] in POLICY_KINDS]
+    assert sorted(o["kind"] for o in rendered) == sorted(o["kind"] for o in expected)
+    for want in expected:
+        got = one(rendered, want["kind"])
+        assert got["metadata"]["name"] == want["metadata"]["name"] == "taskwarden-agenttasks"
+        assert got["spec"] == want["spec"]
+    env = {
+        e["name"]: e.get("value")
+        for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TASKWARDEN_ADMISSION_MODE"] == "cel"
+    rules = [r for o in objs if o["kind"] == "ClusterRole" for r in o.get("rules", [])]
+    assert any("validatingadmissionpolicies" in r["resources"] for r in rules)
+    # The API server accepts every one of them.
+    kubectl_apply(kubectl, yaml.safe_dump_all(rendered))
+    # Not served, or admission.mode=webhook: no policy, no condition on the task webhooks.
+    for text in (
+        render(helm, tmp_path, values),
+        render(helm, tmp_path, {**values, "admission": {"mode": "webhook"}}, extra=cel_capable()),
+    ):
+        plain = docs(text)
+        assert not [o for o in plain if o["kind"] in POLICY_KINDS]
+        assert webhooks_of(plain) == operator_webhooks("taskwarden-system", "taskwarden", watch)
+
+
+def test_helm_install_in_cel_mode_admits_the_usual_case_with_no_operator_and_uninstalls_clean(
+    api: client.ApiClient,
+    crds: list[str],
+    helm_cli: Callable[..., str],
+    make_namespace: Callable[..., str],
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """On this 1.36 control plane `helm install` picks CEL mode by itself. With no operator
+    behind the chart's webhooks (failurePolicy Fail), an agent creating its own task is still
+    admitted and stamped (the chart's task webhooks are not called); a delegated one is refused;
+    uninstall removes the policies."""
+    op_ns = make_namespace("tw-cel")
+    release = f"c{uuid.uuid4().hex[:6]}"
+    full = f"{release}-taskwarden"
+    vf = tmp_path / "values.yaml"
+    vf.write_text(
+        yaml.safe_dump({"watchNamespaces": [namespace], "webhook": {"timeoutSeconds": 2}})
+    )
+    co = client.CustomObjectsApi(api)
+
+    def policies() -> list[str]:
+        found = []
+        for kind, plural in POLICY_KINDS.items():
+            with contextlib.suppress(ApiException):
+                co.get_cluster_custom_object(
+                    "admissionregistration.k8s.io", "v1", plural, f"{full}-agenttasks"
+                )
+                found.append(kind)
+        return found
+
+    h.service_account(api, namespace, "agent")
+    installed = False
+    with adopted_crds(api, release, op_ns):
+        try:
+            helm_cli("install", release, str(CHART), "-n", op_ns, "-f", str(vf))
+            installed = True
+            assert sorted(policies()) == sorted(POLICY_KINDS)
+            me = h.as_user(api, f"system:serviceaccount:{namespace}:agent")
+
+            def own() -> Doc | None:
+                try:
+                    return h.create(me, namespace, "agenttasks", h.task_body("own"))
+                except ApiException:
+                    return None  # the policies load asynchronously
+
+            made = wait_for(own, timeout=30, interval=0.3, what="the usual case admitted")
+            stamp = json.loads(made["metadata"]["annotations"]["taskwarden.dev/requester"])
+            assert stamp["username"] == f"system:serviceaccount:{namespace}:agent"
+            kid = h.task_body("kid", extra={"delegatedFrom": "own"})
+            body = refused(lambda: h.create(me, namespace, "agenttasks", kid))
+            assert "agenttasks.validate.taskwarden.dev" in body
+            helm_cli("uninstall", release, "-n", op_ns, "--wait", "--timeout", "60s")
+            installed = False
+            wait_for(lambda: not policies(), timeout=30, what="policies removed")
         finally:
             if installed:
                 helm_cli("uninstall", release, "-n", op_ns, check=False)

@@ -119,3 +119,15 @@ envFrom secretRef of init, regular and ephemeral containers).
 {{- define "taskwarden.celAnnotated" -}}
 has(object.metadata.annotations) && 'taskwarden.dev/task' in object.metadata.annotations
 {{- end -}}
+
+{{/*
+"true" when AgentTask admission is decided in CEL where it can be (admission.mode): `cel`, or
+`auto` on an API server that serves admissionregistration.k8s.io/v1 Mutating- and
+ValidatingAdmissionPolicy (Kubernetes 1.36+). Empty: webhooks only.
+*/}}
+{{- define "taskwarden.admissionInProcess" -}}
+{{- $mode := .Values.admission.mode -}}
+{{- $api := "admissionregistration.k8s.io/v1/" -}}
+{{- $served := and (.Capabilities.APIVersions.Has (printf "%sMutatingAdmissionPolicy" $api)) (.Capabilities.APIVersions.Has (printf "%sValidatingAdmissionPolicy" $api)) -}}
+{{- if or (eq $mode "cel") (and (eq $mode "auto") $served) -}}true{{- end -}}
+{{- end -}}
