@@ -313,3 +313,54 @@ def test_sigkill_after_the_role_of_a_live_task_reissues_a_working_password(
     h.patch(api, namespace, "agenttasks", "survivor", {"spec": {"completed": True}})
     h.wait_phase(api, namespace, "survivor", "Completed")
     assert_cut(pg, session, dsn, role)
+
+
+def test_rotation_gives_a_new_password_and_the_old_one_no_longer_logs_in(
+    api: client.ApiClient,
+    namespace: str,
+    postgres: tuple[PostgresServer, str],
+    pg_env: h.AgentEnv,
+) -> None:
+    pg, _ = postgres
+    t = pg_task(pg_env, "rotating", ttl="2m", credential_ttl="8s")
+    before = creds(t)
+    pg.dsn_connect(before["postgres_dsn"]).close()
+
+    def rotated() -> dict[str, str] | None:
+        secret = h.secret_or_none(api, namespace, "rotating-credential")
+        if secret is None:
+            return None
+        now = {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
+        return now if now["postgres_password"] != before["postgres_password"] else None
+
+    after = h.wait_for(rotated, timeout=20, what="the password rotated with the token")
+    assert after["postgres_user"] == before["postgres_user"]
+    assert h.get(api, namespace, "agenttasks", "rotating")["status"]["credential"]["rotations"] >= 1
+    with pytest.raises(psycopg.OperationalError):
+        pg.dsn_connect(before["postgres_dsn"])
+    pg.dsn_connect(after["postgres_dsn"]).execute("SELECT 1 FROM public.orders").close()
+
+
+def test_a_rule_naming_an_unlabelled_secret_fails_closed(
+    api: client.ApiClient,
+    namespace: str,
+    operator: h.OperatorProcess,
+    postgres: tuple[PostgresServer, str],
+    agent_env: Callable[..., h.AgentEnv],
+    backend_secret: str,
+) -> None:
+    """A policy author points the operator at another Secret of its namespace (here its signing
+    keys) as if it held a backend's settings: refused, the task fails, nothing is read from it."""
+    pg, _ = postgres
+    pol = pg_policy()
+    pol["spec"]["rules"][0]["backend"]["secretRef"] = "taskwarden-signing-keys"
+    env = agent_env(policy=pol)
+    roles_before = pg.roles()
+    env.create_task(
+        "deputy", tool="postgres", actions=("select",), resources=(ORDERS,), audiences=(AUD,)
+    )
+    st = h.wait_phase(api, namespace, "deputy", "Failed")["status"]
+    assert st["reason"] == "BackendUnavailable"
+    assert "is not labelled taskwarden.dev/backend=postgres" in st["message"]
+    assert h.secret_or_none(api, namespace, "deputy-credential") is None
+    assert pg.roles() == roles_before
