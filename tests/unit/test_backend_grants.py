@@ -280,3 +280,30 @@ def test_the_property_saw_allowed_tasks() -> None:
     if ALLOWED["count"] == 0:
         test_grants_never_exceed_the_scopes_the_policy_allows()
     assert ALLOWED["count"] >= 50
+
+
+def test_backend_settings_name_the_missing_or_bad_key() -> None:
+    from taskwarden.backends.postgres import ConfigError, Settings, dsn
+
+    def b64(**kv: str) -> dict[str, str]:
+        return {k: base64.b64encode(v.encode()).decode() for k, v in kv.items()}
+
+    where = "Secret taskwarden-system/pg-sales of backend postgres"
+    with pytest.raises(ConfigError, match=r"pg-sales of backend postgres: data\.password"):
+        Settings.from_secret(b64(host="db", user="admin"), where)
+    with pytest.raises(ConfigError, match=r"data\.port must be a number"):
+        Settings.from_secret(b64(host="db", user="a", password="p", port="x"), where)
+    s = Settings.from_secret(
+        b64(host="db", user="a", password="hunter2", agentHost="db.agents"), where
+    )
+    assert (s.port, s.database, s.sslmode, s.agent_host) == (
+        5432,
+        "postgres",
+        "prefer",
+        "db.agents",
+    )
+    assert "hunter2" not in repr(s)
+    # user, password and database are percent-encoded into the DSN
+    assert dsn(s, "tw_x", "a/b@c:d", "sal es") == (
+        "postgresql://tw_x:a%2Fb%40c%3Ad@db.agents:5432/sal%20es?sslmode=prefer"
+    )
