@@ -75,7 +75,7 @@ lock:  ## regenerate requirements/image.txt (pip-tools in a throwaway venv; Pyth
 	$(PYTHON) -m venv /tmp/taskwarden-piptools
 	/tmp/taskwarden-piptools/bin/pip install --quiet pip-tools
 	/tmp/taskwarden-piptools/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
-	  --strip-extras --no-emit-find-links --no-emit-index-url \
+	  --extra postgres --strip-extras --no-emit-find-links --no-emit-index-url \
 	  --output-file requirements/image.txt pyproject.toml requirements/build.in
 
 e2e: $(STAMP)  ## optional: kind cluster end to end (needs Docker)

@@ -96,3 +96,26 @@ def _dist_version(name: str) -> str:
 build_info.labels(
     version=__version__, python=platform.python_version(), kopf=_dist_version("kopf")
 ).set(1)
+
+# --- Credential backends (backends/, tasks/backing.py; docs/backends.md) ---
+backend_issued = Counter(
+    "taskwarden_backend_credentials_issued",
+    "Downstream credentials issued or rotated by a credential backend.",
+    ["backend", "kind"],
+)
+backend_revoked = Counter(
+    "taskwarden_backend_credentials_revoked",
+    "Downstream credentials revoked by a credential backend (task end, deletion, sweep).",
+    ["backend", "reason"],
+)
+backend_errors = Counter(
+    "taskwarden_backend_errors",
+    "Failed credential backend operations, by operation (issue, rotate, revoke, list).",
+    ["backend", "operation"],
+)
+backend_duration = Histogram(
+    "taskwarden_backend_operation_duration_seconds",
+    "Time a credential backend took for one operation (issue, rotate, revoke).",
+    ["backend", "operation"],
+    buckets=_LATENCY,
+)

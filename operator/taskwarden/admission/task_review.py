@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from taskwarden import names, policy
 from taskwarden.admission import envelope, stamping
-from taskwarden.policy import delegation
+from taskwarden.policy import delegation, pgscopes, rules
 
 WHO: Final = "user who created the task"
 CREDENTIAL_SUFFIX: Final = "-credential"
@@ -59,6 +59,7 @@ def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
     if facts.error:
         raise envelope.Denied(f"request.namespace: {facts.error}")
     _check_credential_name_free(req, facts)
+    _check_backends(task, facts.policies)  # credential backends: scopes they cannot express
     if task.delegated_from:
         _check_delegation(req, task, facts)
         return envelope.ALLOW
@@ -66,6 +67,36 @@ def validate(req: envelope.Request, facts: envelope.Facts) -> envelope.Outcome:
     if not ok:
         raise envelope.Denied(message)
     return envelope.ALLOW
+
+
+def _check_backends(task: policy.TaskRequest, policies: Any) -> None:
+    """A scope of a tool whose rules (in a policy covering the task's agent) name a backend
+    must be expressible by it (for postgres: table grants); refused naming the field."""
+    for pol in policies or ():
+        if not rules.applies(task, pol):
+            continue
+        try:
+            parsed = rules.parse_policy(pol)
+        except rules.Invalid:
+            continue  # evaluation reports an invalid policy
+        for i, scope in enumerate(task.scopes):
+            backed = rules.backend_of(parsed, scope.tool)
+            if backed is None:
+                continue
+            where = f"backend {backed.backend} of rule {backed.index} of policy {parsed.name}"
+            for j, action in enumerate(scope.actions):
+                error = pgscopes.action_error(action)
+                if error:
+                    raise envelope.Denied(f"spec.scopes[{i}].actions[{j}]: {error} ({where})")
+            for j, resource in enumerate(scope.resources):
+                error = pgscopes.resource_error(resource)
+                if error:
+                    raise envelope.Denied(f"spec.scopes[{i}].resources[{j}]: {error} ({where})")
+            if task.delivery == names.DELIVERY_EXCHANGE:
+                raise envelope.Denied(
+                    f"spec.delivery: exchange cannot carry the credential of {where} yet; "
+                    "use delivery: secret"
+                )
 
 
 def _check_credential_name_free(req: envelope.Request, facts: envelope.Facts) -> None:

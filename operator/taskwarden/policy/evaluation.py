@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskwarden import durations, names
-from taskwarden.policy import globs, rules
+from taskwarden.policy import globs, pgscopes, rules
 from taskwarden.policy import spec as taskspec
 
 ALLOWED = "Allowed"
@@ -31,6 +31,7 @@ EXCHANGE_REQUIRED = "ExchangeRequired"
 TTL_TOO_LONG = "TTLTooLong"
 CREDENTIAL_TTL_TOO_LONG = "CredentialTTLTooLong"
 INVALID_POLICY = "InvalidPolicy"
+BACKEND_CANNOT_EXPRESS = "BackendCannotExpress"
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,10 @@ def _cover_triples(
     chosen: list[tuple[taskspec.Triple, rules.Rule]] = []
     failed: list[_Failure] = []
     for triple in taskspec.triples(task):
+        inexpressible = _backend_failure(task, policy, triple)  # credential backends
+        if inexpressible is not None:
+            failed.append(inexpressible)
+            continue
         matching = [rule for rule in policy.rules if _scope_matches(rule, triple)]
         if not matching:
             failed.append(
@@ -155,6 +160,26 @@ def _cover_triples(
     if failed:
         return failed[0], len(failed)
     return _Coverage(tuple(chosen)), 0
+
+
+def _backend_failure(
+    task: taskspec.TaskRequest, policy: rules.Policy, triple: taskspec.Triple
+) -> _Failure | None:
+    """A tool whose rules name the postgres backend: the triple must map to table grants, and
+    the credential reaches the pod in its Secret."""
+    backed = rules.backend_of(policy, triple[0])
+    if backed is None:
+        return None
+    error = pgscopes.action_error(triple[1]) or pgscopes.resource_error(triple[2])
+    if error is None and task.delivery == names.DELIVERY_EXCHANGE:
+        error = "spec.delivery exchange cannot carry its credential yet; use delivery: secret"
+    if error is None:
+        return None
+    return _Failure(
+        BACKEND_CANNOT_EXPRESS,
+        f"scope {taskspec.show(triple)} cannot be expressed by backend {backed.backend} of "
+        f"rule {backed.index} of policy {policy.name}: {error}",
+    )
 
 
 def _check_ttl(task: taskspec.TaskRequest, policy: rules.Policy) -> _Failure | None:

@@ -7,12 +7,18 @@ package. Pure and stdlib only: policies are plain AgentPolicy dicts as the API r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from taskwarden import durations, names
+from taskwarden.policy import pgscopes
 from taskwarden.policy import spec as taskspec
+
+BACKEND_JWT = "jwt"
+BACKENDS = (BACKEND_JWT, pgscopes.NAME)
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 class Invalid(ValueError):
@@ -32,6 +38,10 @@ class Rule:
     approval_required: bool
     exchange_required: bool = False
     """`delivery: exchange`: a task under this rule must use spec.delivery: exchange."""
+    backend: str = BACKEND_JWT
+    """`backend.name`: which backend issues the tool's credential (credential backends)."""
+    backend_secret: str = ""
+    """`backend.secretRef`: the Secret in the operator namespace holding its settings."""
 
 
 @dataclass(frozen=True)
@@ -77,9 +87,11 @@ def parse_policy(policy: Mapping[str, Any]) -> Policy:
     raw_rules = spec.get("rules", [])
     if not taskspec.is_list(raw_rules):
         raise Invalid("spec.rules must be a list")
+    parsed = tuple(_parse_rule(i, raw) for i, raw in enumerate(raw_rules))
+    _check_one_backend_per_tool(parsed)
     return Policy(
         name=policy_name(policy) or "",
-        rules=tuple(_parse_rule(i, raw) for i, raw in enumerate(raw_rules)),
+        rules=parsed,
         max_ttl=_policy_duration(spec.get("maxTTL"), "spec.maxTTL"),
         max_credential_ttl=_policy_duration(spec.get("maxCredentialTTL"), "spec.maxCredentialTTL"),
     )
@@ -107,6 +119,9 @@ def _parse_rule(index: int, raw: Any) -> Rule:
     delivery = raw.get("delivery")
     if delivery not in (None, names.DELIVERY_EXCHANGE):
         raise Invalid(f"{path}.delivery {delivery!r} must be exchange or unset")
+    backend, secret = _parse_backend(raw.get("backend"), path)
+    if backend == pgscopes.NAME:
+        _check_postgres(path, tool, actions, resources, delivery)
     return Rule(
         index=index,
         tool=tool,
@@ -116,7 +131,76 @@ def _parse_rule(index: int, raw: Any) -> Rule:
         max_data_class=names.DATA_CLASSES.index(max_class),
         approval_required=approval == "required",
         exchange_required=delivery == names.DELIVERY_EXCHANGE,
+        backend=backend,
+        backend_secret=secret,
     )
+
+
+# --- Credential backends (docs/backends.md) ------------------------------------------------------
+
+
+def _parse_backend(raw: Any, path: str) -> tuple[str, str]:
+    """`backend: {name, secretRef}`; unset is the JWT issuer."""
+    if raw is None:
+        return BACKEND_JWT, ""
+    if not isinstance(raw, Mapping):
+        raise Invalid(f"{path}.backend must be an object with name and secretRef")
+    name = raw.get("name")
+    if name not in BACKENDS:
+        raise Invalid(f"{path}.backend.name {name!r} must be one of {', '.join(BACKENDS)}")
+    secret = raw.get("secretRef", "")
+    if name == BACKEND_JWT:
+        if secret:
+            raise Invalid(f"{path}.backend.secretRef must be unset for the jwt backend")
+        return BACKEND_JWT, ""
+    if not isinstance(secret, str) or not _DNS_NAME.match(secret):
+        raise Invalid(
+            f"{path}.backend.secretRef must name a Secret in the operator namespace "
+            "(a DNS subdomain name)"
+        )
+    return str(name), secret
+
+
+def _check_postgres(
+    path: str,
+    tool: str,
+    actions: tuple[str, ...],
+    resources: tuple[str, ...],
+    delivery: Any,
+) -> None:
+    """A rule naming the postgres backend covers only scopes that map to table grants."""
+    if tool == "*":
+        raise Invalid(f"{path}.tool must name one tool when backend.name is postgres, not *")
+    if delivery == names.DELIVERY_EXCHANGE:
+        raise Invalid(
+            f"{path}.delivery: exchange is not supported with backend postgres yet "
+            "(the credential reaches the pod in its Secret)"
+        )
+    for i, action in enumerate(actions):
+        error = pgscopes.action_error(action)
+        if error:
+            raise Invalid(f"{path}.actions[{i}]: {error}")
+    for i, resource in enumerate(resources):
+        error = pgscopes.resource_error(resource)
+        if error:
+            raise Invalid(f"{path}.resources[{i}]: {error}")
+
+
+def _check_one_backend_per_tool(parsed: tuple[Rule, ...]) -> None:
+    """The backend is the tool's: every rule of one policy for a tool names the same one."""
+    seen: dict[str, Rule] = {}
+    for rule in parsed:
+        first = seen.setdefault(rule.tool, rule)
+        if (first.backend, first.backend_secret) != (rule.backend, rule.backend_secret):
+            raise Invalid(
+                f"spec.rules[{rule.index}].backend differs from spec.rules[{first.index}].backend"
+                f" for tool {rule.tool}: all rules of a policy for one tool name the same backend"
+            )
+
+
+def backend_of(policy: Policy, tool: str) -> Rule | None:
+    """The rule naming a backend other than the JWT issuer for `tool`, if any."""
+    return next((r for r in policy.rules if r.tool == tool and r.backend != BACKEND_JWT), None)
 
 
 def _policy_duration(raw: Any, path: str) -> float | None:

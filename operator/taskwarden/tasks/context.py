@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskwarden import metrics
+from taskwarden.backends.registry import Registry
 from taskwarden.config import Settings
 from taskwarden.credentials.keymanager import KeyManager
 from taskwarden.index import Index
@@ -50,6 +51,8 @@ class Context:
     active: set[Key] = field(default_factory=set)
     """Tasks this process knows to hold a live credential (the active_credentials gauge)."""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    backends: Registry | None = None
+    """Credential backends (tasks/backing.py makes it on first use)."""
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         t = asyncio.create_task(coro)

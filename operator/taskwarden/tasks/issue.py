@@ -12,13 +12,14 @@ the token signed here is dropped, and server/exchange.py signs the jti status na
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
 from taskwarden import audit, delivery, lifecycle, metrics, names, policy, timeutil
 from taskwarden.credentials import ledger, tokens
 from taskwarden.kube import TASKS
-from taskwarden.tasks import explain, revoke
+from taskwarden.tasks import backing, explain, revoke
 from taskwarden.tasks.context import Context
 from taskwarden.tasks.facts import Body, Verdict, meta
 
@@ -97,6 +98,9 @@ async def issue(
         expires_at=expires_at,
         now=now,
     )
+    plans = backing.plan(ctx, body, req, verdict)  # credential backends: named in status first
+    if plans:
+        patch["credential"]["backends"] = backing.status_entries(uid, plans)
     # Status next, conditioned on what we read: loses (409) to any concurrent writer.
     try:
         await ctx.kube.patch_status(
@@ -110,8 +114,13 @@ async def issue(
     if kind == "reissue" and old.get("jti"):
         # The previous token may have reached the pod before the crash: revoke it.
         revoke.retire(ctx, uid, {old["jti"]: timeutil.parse(old["expiresAt"])})
+    extra = await _backends(ctx, body, plans, claims, patch, kind, now) if plans else {}
+    if extra is None:
+        return
     # exchange: this token is dropped; the pod exchanges for this jti (server/exchange.py)
-    if not exchanged and not await _deliver(ctx, body, att.spiffe_id, claims, token, patch, now):
+    if not exchanged and not await _deliver(
+        ctx, body, att.spiffe_id, claims, token, patch, now, extra
+    ):
         return
     del token
     ctx.holds_credential(key, True)
@@ -135,6 +144,29 @@ async def issue(
     )
 
 
+async def _backends(
+    ctx: Context,
+    body: Body,
+    plans: list[backing.Plan],
+    claims: dict[str, Any],
+    patch: dict[str, Any],
+    kind: str,
+    now: float,
+) -> dict[str, str] | None:
+    """Issue the downstream credentials status now names (tasks/backing.py); None when the
+    task failed instead (its backend is not configured: fail closed)."""
+    try:
+        extra = await backing.issue_all(ctx, body, plans, claims["exp"], kind=kind)
+    except backing.Unavailable as e:
+        st = body.get("status") or {}
+        issued = {**body, "status": {**st, "credential": patch["credential"]}}
+        await revoke.end(ctx, issued, "Failed", "BackendUnavailable", str(e), trigger_at=now)
+        return None
+    if ctx.settings.lifecycle.test_crash_after == "backend":
+        os._exit(70)  # tests only: the crash after the role exists, before its Secret
+    return extra
+
+
 async def _deliver(
     ctx: Context,
     body: Body,
@@ -143,6 +175,7 @@ async def _deliver(
     token: str,
     patch: dict[str, Any],
     now: float,
+    extra: dict[str, str] | None = None,
 ) -> bool:
     """Write the credential Secret (secret delivery); False when the task failed instead."""
     ns, name, uid = meta(body)
@@ -156,6 +189,8 @@ async def _deliver(
         spiffe_id=spiffe_id,
         jwks=ctx.keys.jwks(),
     )
+    for key, value in (extra or {}).items():  # a backend's DSN and password (backing.py)
+        secret["data"][key] = base64.b64encode(value.encode()).decode()
     try:
         await delivery.deliver(ctx.kube, secret)
     except delivery.NotOwned as e:

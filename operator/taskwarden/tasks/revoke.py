@@ -17,7 +17,7 @@ from collections.abc import Awaitable
 
 from taskwarden import audit, delivery, metrics, names, timeutil
 from taskwarden.kube import TASKS, ApiError
-from taskwarden.tasks import explain
+from taskwarden.tasks import backing, explain
 from taskwarden.tasks.context import Context
 from taskwarden.tasks.facts import Body, Verdict, meta
 
@@ -52,6 +52,7 @@ async def revoke_credential(ctx: Context, body: Body, reason: str, *, trigger_at
     if jti and cred.get("expiresAt"):
         listed[jti] = timeutil.parse(cred["expiresAt"])
     waits: list[Awaitable[None]] = [drop_secret(ctx, ns, name, uid)]
+    waits.append(backing.revoke_all(ctx, body, reason))  # credential backends: role dropped
     waits += [ctx.revocations.add(j, exp) for j, exp in listed.items()]
     await asyncio.gather(*waits)
     if listed:

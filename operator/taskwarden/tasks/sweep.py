@@ -18,6 +18,7 @@ from typing import Any
 from taskwarden import delivery, names, timeutil
 from taskwarden.credentials import ledger
 from taskwarden.kube import TASKS, ApiError
+from taskwarden.tasks import backing
 from taskwarden.tasks.context import Context
 from taskwarden.tasks.facts import Key
 
@@ -76,9 +77,11 @@ async def resync_ledger(ctx: Context, lock: Lock) -> int:
     task was created, so a task missing from the LIST (or of another UID) is gone for good.
     A task that is listed but not (yet) holding the entry is re-checked against a fresh GET
     under its lock: an issuance in flight holds that lock."""
+    held = await backing.held(ctx)  # credential backends: listed before the tasks, too
     await ctx.ledger.load()
     snapshot = ctx.ledger.entries()
     tasks = await _list_tasks(ctx)
+    await backing.sweep(ctx, held, tasks)
     now = ctx.clock()
     expired: list[ledger.Entry] = []
     suspects: list[ledger.Entry] = []
