@@ -87,4 +87,7 @@ async def approval_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     affected = rt.index.on_approval(event.get("type"), body)
     if affected:
         rt.reconciler.refresh_soon(affected)
-    await server.on_approval_event(rt.extras.get("webhooks"), event.get("type"), body)
+    # Sharding (h5): the approval's status (and its audit line) is written by the replica that
+    # owns its namespace's shard only, not once per replica.
+    if rt.reconciler.ctx.owns(str((body.get("metadata") or {}).get("namespace") or "")):
+        await server.on_approval_event(rt.extras.get("webhooks"), event.get("type"), body)
