@@ -58,7 +58,7 @@ def create(api: client.ApiClient, keys: list[tuple[str, str]], conc: int = 16) -
                     sh.agent(api, key[0]),
                     key[0],
                     "agenttasks",
-                    h.task_body(key[1], ttl="2h", credential_ttl="1h"),
+                    h.task_body(key[1]),
                 )
                 return
             except client.ApiException as e:
@@ -197,4 +197,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up in main()
     main()
