@@ -83,8 +83,8 @@ shards_owned = Gauge(
     "taskwarden_shards_owned",
     "Task shards this replica holds the Lease of and acts on (all of them when standalone).",
 )
-shards_total = Gauge(
-    "taskwarden_shards_total",
+shards_configured = Gauge(
+    "taskwarden_shards_configured",
     "Task shards configured (TASKWARDEN_SHARDS); sum(taskwarden_shards_owned) should equal it.",
 )
 shard_rebalances = Counter(

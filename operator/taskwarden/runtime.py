@@ -224,7 +224,7 @@ async def build(settings: config.Settings) -> Runtime:
     )
     if rt.shards is None:
         await rt.resync_tasks()
-        metrics.shards_total.set(settings.sharding.shards)
+        metrics.shards_configured.set(settings.sharding.shards)
         metrics.shards_owned.set(settings.sharding.shards)  # standalone: owns every shard
     else:
         rt.tasks.append(asyncio.create_task(rt.shards.run()))  # gains resync their shards

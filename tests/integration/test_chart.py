@@ -1036,8 +1036,8 @@ FIRING = [
     # Two replicas hold 12 of 16 shards: four have no owner.
     _series("taskwarden_shards_owned", "6x30", pod="a"),
     _series("taskwarden_shards_owned", "6x30", pod="b"),
-    _series("taskwarden_shards_total", "16x30", pod="a"),
-    _series("taskwarden_shards_total", "16x30", pod="b"),
+    _series("taskwarden_shards_configured", "16x30", pod="a"),
+    _series("taskwarden_shards_configured", "16x30", pod="b"),
 ]
 HEALTHY = [
     _series("up", "1x30"),
@@ -1059,8 +1059,8 @@ HEALTHY = [
     _series("taskwarden_revocation_list_capacity", "20000x30"),
     _series("taskwarden_shards_owned", "10x30", pod="a"),
     _series("taskwarden_shards_owned", "6x30", pod="b"),
-    _series("taskwarden_shards_total", "16x30", pod="a"),
-    _series("taskwarden_shards_total", "16x30", pod="b"),
+    _series("taskwarden_shards_configured", "16x30", pod="a"),
+    _series("taskwarden_shards_configured", "16x30", pod="b"),
 ]
 # Both replicas scraped and `up`, neither active: only TaskwardenNoActiveReplica notices.
 STANDBYS_ONLY = [

@@ -65,7 +65,7 @@ def test_tasks_spread_over_three_replicas_each_acting_on_its_own_shards(
             assert op.metric("taskwarden_shards_owned") == sum(
                 1 for holder in holders.values() if holder == rid
             )
-            assert op.metric("taskwarden_shards_total") == sh.SHARDS
+            assert op.metric("taskwarden_shards_configured") == sh.SHARDS
         sh.assert_nothing_leaked(api, operator_namespace, group, done)
     finally:
         sh.delete_namespaces(api, [ns for v in nss.values() for ns in v])

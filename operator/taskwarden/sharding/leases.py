@@ -74,7 +74,7 @@ class Coordinator:
         self.on_gain: Callable[[frozenset[int]], Coroutine[Any, Any, None]] | None = None
         self.on_lose: Callable[[frozenset[int]], None] | None = None
         self._resyncs: set[asyncio.Task[None]] = set()
-        metrics.shards_total.set(self.shards)
+        metrics.shards_configured.set(self.shards)
         metrics.shards_owned.set(0)
 
     # ---------------------------------------------------------------- the predicate
