@@ -74,6 +74,7 @@ class Coordinator:
         self.on_gain: Callable[[frozenset[int]], Coroutine[Any, Any, None]] | None = None
         self.on_lose: Callable[[frozenset[int]], None] | None = None
         self._resyncs: set[asyncio.Task[None]] = set()
+        self.stopping = False
         metrics.shards_configured.set(self.shards)
         metrics.shards_owned.set(0)
 
@@ -159,6 +160,8 @@ class Coordinator:
     # ---------------------------------------------------------------- one tick
 
     async def tick(self) -> None:
+        if self.stopping:
+            return  # never (re)acquire while handing everything over
         now = self.clock()
         await self._finish_releases()
         last = self.last_renew.get("member")
@@ -272,6 +275,7 @@ class Coordinator:
 
     async def stop(self) -> None:
         """Graceful exit: stop acting, release every Lease we hold, leave the member set."""
+        self.stopping = True
         self.held_until.clear()
         self._settle()
         for slot in self.slots:
