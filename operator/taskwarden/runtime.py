@@ -203,7 +203,7 @@ async def build(settings: config.Settings) -> Runtime:
         retire_keys=keys.emergency_rotate,
         key_propagation=settings.keys.publish_delay,
     )
-    ledger = Ledger(kube, op_ns)
+    ledger = Ledger(kube, op_ns, settings.sharding.shards)  # sharding (h5): one writer each
     await keys.ensure()
     await revocations.load()
     await ledger.load()

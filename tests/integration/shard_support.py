@@ -44,6 +44,7 @@ class Group:
     admission_port: int = field(default_factory=controlplane.free_port)
 
     def start(self, *ids: str) -> None:
+        ids = tuple(i for i in ids if i not in self.live())  # one process per identity
         for rid in ids:
             d = self.workdir / rid
             d.mkdir(exist_ok=True)
