@@ -84,12 +84,39 @@ def burst(api: client.ApiClient, nss: list[str], tag: str, n: int) -> float:
     return n / (done - t0)
 
 
+def takeover(g: object, wall_kill: float) -> str:
+    """From the survivors' logs: when they gained r1's shards, and how long the resync took."""
+    import datetime as dt
+    import re
+
+    gained, resync = [], []
+    for rid in ("r0", "r2"):
+        log = g.replicas[rid].log  # type: ignore[attr-defined]
+        for line in log.read_text(errors="replace").splitlines():
+            m = re.match(r"(\S+ \S+) INFO taskwarden\.(\S+): (.*)", line)
+            if not m:
+                continue
+            t = dt.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if t < wall_kill:
+                continue
+            if m[3].startswith("shards gained"):
+                gained.append(t - wall_kill)
+            r = re.search(r"resynced in ([0-9.]+)s", m[3])
+            if r:
+                resync.append(float(r[1]))
+    return (
+        f"survivors gained r1's shards {', '.join(f'{x:.1f}' for x in gained)} s after the "
+        f"kill; their resyncs took {', '.join(f'{x:.1f}' for x in resync)} s"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--burst", type=int, default=300)
     ap.add_argument("--live", type=int, default=6000)
     ap.add_argument("--lease", default="15,10,2")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--phases", default="throughput,failover,memory")
     args = ap.parse_args()
     dur, renew, retry = args.lease.split(",")
     sh.LEASE.update(
@@ -110,7 +137,7 @@ def main() -> None:
 
         # ---- throughput, 1 and 3 replicas alternating
         rates: dict[int, list[float]] = {1: [], 3: []}
-        for rep in range(args.repeats):
+        for rep in range(args.repeats if "throughput" in args.phases else 0):
             for n_rep in (1, 3):
                 if n_rep == 3:
                     g.start("r1", "r2")
@@ -127,14 +154,15 @@ def main() -> None:
                     f"({args.burst} tasks)",
                     flush=True,
                 )
-        print(
-            f"throughput median: 1 replica {median(rates[1]):.1f}/s, 3 replicas "
-            f"{median(rates[3]):.1f}/s, ratio {median(rates[3]) / median(rates[1]):.2f}"
-        )
+        if rates[1]:
+            print(
+                f"throughput median: 1 replica {median(rates[1]):.1f}/s, 3 replicas "
+                f"{median(rates[3]):.1f}/s, ratio {median(rates[3]) / median(rates[1]):.2f}"
+            )
 
         # ---- failover
         times: list[float] = []
-        for rep in range(args.repeats):
+        for rep in range(args.repeats if "failover" in args.phases else 0):
             g.start("r1", "r2")
             g.wait_balanced(members, timeout=90)
             r1_ns = nss_by["r1"]
@@ -143,7 +171,7 @@ def main() -> None:
             wait(api, dict.fromkeys(existing, False), timeout=120)
             fresh = [(ns, f"fo-new-{rep}-{i}") for ns in r1_ns for i in range(10)]
             g.replicas["r1"].kill()
-            t_kill = time.monotonic()
+            t_kill, wall_kill = time.monotonic(), time.time()
             with ThreadPoolExecutor(8) as pool:
                 list(
                     pool.map(
@@ -167,9 +195,12 @@ def main() -> None:
                 flush=True,
             )
             g.wait_balanced(("r0", "r2"), timeout=90)
+            print("  " + takeover(g, wall_kill), flush=True)
         print(f"failover median {median(times):.1f}s")
 
         # ---- memory with N live tasks split three ways
+        if "memory" not in args.phases:
+            return
         g.start("r1", "r2")
         g.wait_balanced(members, timeout=90)
         live = [(nss[i % len(nss)], f"live-{i:05d}") for i in range(args.live)]

@@ -62,7 +62,7 @@ class Group:
             self.replicas[rid] = op
             op.start(wait=False)
         for rid in ids:
-            h.wait_for(self.replicas[rid].healthy, timeout=60, what=f"{rid} /healthz")
+            h.wait_for(self.replicas[rid].healthy, timeout=150, what=f"{rid} /healthz")
 
     def stop_all(self) -> None:
         for op in self.replicas.values():
