@@ -47,30 +47,6 @@ def _setup_logging(verbose: bool, log_format: str = "text") -> None:
     audit.propagate = False
 
 
-def _ensure_peering(settings: config.Settings) -> None:
-    """kopf does not create its peering object; without it, it would silently run standalone."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    from taskwarden import kube
-
-    name = settings.watch.peering
-    api = client.CustomObjectsApi(client.ApiClient(kube.load_client_config(2)))
-    body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": name}}
-    try:
-        if settings.watch.namespaces:
-            for ns in settings.watch.namespaces:
-                body["kind"] = "KopfPeering"
-                with contextlib.suppress(ApiException):
-                    api.create_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", body)
-        else:
-            body["kind"] = "ClusterKopfPeering"
-            api.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
-    except ApiException as e:
-        if e.status not in (409, 403):
-            raise
-
-
 def _install_memory_dump() -> None:
     """Debugging aid: with TASKWARDEN_MEMORY_DUMP=1, SIGUSR1 logs the most numerous live object
     types (cheap enough for a loaded operator, unlike tracemalloc)."""
@@ -151,24 +127,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         _install_memory_dump()
     start_http_server(settings.server.metrics_port, addr=args.bind)
     peering = settings.watch.peering
-    if peering:
-        _ensure_peering(settings)
     logging.getLogger("taskwarden").info(
-        "taskwarden %s starting: %s, operator namespace %s, issuer %s, peering %s, admission %s",
+        "taskwarden %s starting: %s, operator namespace %s, issuer %s, %s, admission %s",
         __version__,
         f"namespaces {','.join(settings.watch.namespaces)}"
         if settings.watch.namespaces
         else "cluster-wide",
         settings.watch.operator_namespace,
         settings.identity.issuer,
-        peering or "standalone",
+        f"sharding group {peering}" if peering else "standalone",
         admission or "off",
     )
     kopf.run(
         clusterwide=not settings.watch.namespaces,
         namespaces=list(settings.watch.namespaces),
-        standalone=not peering,
-        peering_name=peering or None,
+        standalone=True,  # no kopf peering: replicas share the work through Leases (sharding/)
         liveness_endpoint=f"http://{args.bind}:{settings.server.health_port}/healthz",
         memo=handlers.memo(settings),
     )
@@ -192,7 +165,9 @@ def build_parser(prog: str = "taskwarden") -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int)
     run.add_argument("--health-port", type=int)
     run.add_argument("--bind", default=os.environ.get("TASKWARDEN_BIND", "0.0.0.0"))  # noqa: S104
-    run.add_argument("--standalone", action="store_true", help="no peering (single replica)")
+    run.add_argument(
+        "--standalone", action="store_true", help="no sharding: this one replica owns every task"
+    )
     run.add_argument(
         "--no-admission",
         action="store_true",

@@ -51,7 +51,8 @@ class WatchSettings:
     operator_namespace: str = "taskwarden-system"
     """Where signing keys, JWKS, revocation list, webhook TLS and peering live."""
     peering: str = "taskwarden"
-    """kopf peering name for active/standby; empty string runs standalone (single replica)."""
+    """Sharding group: replicas with the same name split the tasks between them through Leases
+    named after it (sharding/); empty string runs standalone (one replica owning everything)."""
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,49 @@ def admission_path(server: ServerSettings) -> str:
 
 
 @dataclass(frozen=True)
+class ShardingSettings:
+    """Sharded active-active replicas (sharding/; docs/operations.md "Sharding")."""
+
+    shards: int = 16
+    """Shards the namespaces are hashed into; every replica of a group must agree."""
+    lease_duration: float = 15.0
+    """Seconds a Lease must stay unchanged before another replica may take it."""
+    renew_deadline: float = 10.0
+    """Seconds after a renewal began that its holder stops acting unless renewed again."""
+    retry_period: float = 2.0
+    """Seconds between ticks of the Lease loop (list, renew, acquire, release)."""
+    identity: str = ""
+    """This replica's holderIdentity; empty: pod name (POD_NAME) or host name, plus the pid."""
+
+
+def _sharding(env: Mapping[str, str]) -> ShardingSettings:
+    s = ShardingSettings(
+        shards=_env_int(env, "TASKWARDEN_SHARDS", 16),
+        lease_duration=_env_float(env, "TASKWARDEN_LEASE_DURATION_SECONDS", 15.0),
+        renew_deadline=_env_float(env, "TASKWARDEN_LEASE_RENEW_DEADLINE_SECONDS", 10.0),
+        retry_period=_env_float(env, "TASKWARDEN_LEASE_RETRY_SECONDS", 2.0),
+        identity=env.get("TASKWARDEN_REPLICA_ID", ""),
+    )
+    if not 1 <= s.shards <= 1024:
+        raise ValueError(f"TASKWARDEN_SHARDS must be between 1 and 1024, got {s.shards}")
+    if not 0 < s.retry_period < s.renew_deadline < s.lease_duration:
+        raise ValueError(
+            "Lease timings must satisfy 0 < TASKWARDEN_LEASE_RETRY_SECONDS < "
+            "TASKWARDEN_LEASE_RENEW_DEADLINE_SECONDS < TASKWARDEN_LEASE_DURATION_SECONDS "
+            f"(got {s.retry_period}, {s.renew_deadline}, {s.lease_duration}): a holder must "
+            "stop acting before its Lease can expire for another replica"
+        )
+    return s
+
+
+@dataclass(frozen=True)
 class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     keys: KeySettings = field(default_factory=KeySettings)
     lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    sharding: ShardingSettings = field(default_factory=ShardingSettings)
 
 
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -201,4 +239,11 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
             f"TASKWARDEN_PUBLIC_PORT must differ from TASKWARDEN_WEBHOOK_PORT "
             f"({server.webhook_port}): admission is served apart from the public endpoints"
         )
-    return Settings(watch=watch, identity=identity, keys=keys, lifecycle=lifecycle, server=server)
+    return Settings(
+        watch=watch,
+        identity=identity,
+        keys=keys,
+        lifecycle=lifecycle,
+        server=server,
+        sharding=_sharding(env),
+    )

@@ -11,13 +11,11 @@ Settings reach the handlers through kopf's memo: the CLI runs kopf with `memo(se
 from __future__ import annotations
 
 import logging
-import os
-import random
 from typing import Any
 
 import kopf
 
-from taskwarden import config, names, peering_signal, runtime, server
+from taskwarden import config, names, runtime, server
 
 log = logging.getLogger(__name__)
 SETTINGS = "settings"
@@ -43,14 +41,9 @@ async def start_services(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    # Active/standby: each replica gets a distinct priority; the highest one works, others wait.
-    settings.peering.priority = random.randint(1, 2**31 - 1)  # noqa: S311 - not security
-    # A standby takes over this long after the active replica stops renewing (kopf: 60 s).
-    settings.peering.lifetime = int(os.environ.get("TASKWARDEN_PEERING_LIFETIME", "15"))
-    rt = memo[RUNTIME] = await runtime.build(ours)
-    # Standby replicas do no work at all (no sweeps, no expiries from stale indexes, no key
-    # rotation), and a new active replica rebuilds its indexes first.
-    peering_signal.install(lambda paused: rt.on_peering(paused=paused))
+    # kopf runs standalone on every replica: all of them work, each on the shards whose
+    # Lease it holds (sharding/, wired in runtime.build); kopf peering is not used.
+    memo[RUNTIME] = await runtime.build(ours)
 
 
 @kopf.on.cleanup()
@@ -94,4 +87,7 @@ async def approval_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
     affected = rt.index.on_approval(event.get("type"), body)
     if affected:
         rt.reconciler.refresh_soon(affected)
-    await server.on_approval_event(rt.extras.get("webhooks"), event.get("type"), body)
+    # Sharding (h5): the approval's status (and its audit line) is written by the replica that
+    # owns its namespace's shard only, not once per replica.
+    if rt.reconciler.ctx.owns(str((body.get("metadata") or {}).get("namespace") or "")):
+        await server.on_approval_event(rt.extras.get("webhooks"), event.get("type"), body)

@@ -58,6 +58,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(self.api_client)
         self.admreg = client.AdmissionregistrationV1Api(self.api_client)
         self.events = client.EventsV1Api(self.api_client)
+        self.coordination = client.CoordinationV1Api(self.api_client)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -288,6 +289,33 @@ class Kube:
 
     async def create_event(self, ns: str, body: Mapping[str, Any]) -> None:
         await self._write(self.events.create_namespaced_event, ns, body)
+
+    # ---------------------------------------------------------------- leases (sharding, h5)
+
+    async def list_leases(self, ns: str, label_selector: str) -> builtins.list[dict[str, Any]]:
+        """coordination.k8s.io/v1 Leases as plain dicts (sharding/leases.py)."""
+        return await self._pages(
+            self.coordination.list_namespaced_lease,
+            ns,
+            keep=lambda i: i,
+            label_selector=label_selector,
+        )
+
+    async def create_lease(self, ns: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._plain(await self._call(self.coordination.create_namespaced_lease, ns, body))
+
+    async def replace_lease(self, ns: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace; `body.metadata.resourceVersion` makes it fail with 409 if the Lease changed."""
+        return self._plain(
+            await self._call(self.coordination.replace_namespaced_lease, name, ns, body)
+        )
+
+    async def delete_lease(self, ns: str, name: str) -> None:
+        try:
+            await self._write(self.coordination.delete_namespaced_lease, name, ns)
+        except ApiError as e:
+            if e.status != 404:
+                raise
 
     # ---------------------------------------------------------------- admission registration
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from taskwarden.credentials import ledger as fmt
 from taskwarden.kube import ApiError, Kube
+from taskwarden.sharding import ring
 
 log = logging.getLogger(__name__)
 LABELS = {"app.kubernetes.io/managed-by": "taskwarden", "taskwarden.dev/ledger": "true"}
@@ -41,9 +42,17 @@ class _Shard:
 
 
 class Ledger:
-    def __init__(self, kube: Kube, namespace: str) -> None:
-        self.kube, self.namespace = kube, namespace
+    def __init__(self, kube: Kube, namespace: str, task_shards: int = fmt.SHARDS) -> None:
+        self.kube, self.namespace, self.task_shards = kube, namespace, task_shards
         self.shards = {n: _Shard(n) for n in fmt.shard_names()}
+        self._names = fmt.shard_names()
+
+    def shard_for(self, namespace: str) -> str:
+        """The ConfigMap of the entries of tasks in `namespace`: their task shard's
+        (sharding/ring.py) modulo 16. With 16 task shards (the default) every ConfigMap then
+        has one writer, the replica holding that shard, and sharded replicas never conflict on
+        it (with three writers per ConfigMap, bursts of rotations ran out of retries)."""
+        return self._names[ring.shard_of(namespace, self.task_shards) % fmt.SHARDS]
 
     async def load(self) -> None:
         """Read every shard (at start-up, on take-over and before each sweep)."""
@@ -69,27 +78,47 @@ class Ledger:
                 )
         return out
 
-    def entries_of(self, uid: str) -> list[fmt.Entry]:
-        """The entries of one task (its current token and any rotated-out one still valid)."""
-        good, _ = fmt.entries(self.shards[fmt.shard_of(uid)].data)
-        return [e for e in good if e.uid == uid]
+    def entries_of(self, uid: str, namespace: str | None = None) -> list[fmt.Entry]:
+        """The entries of one task (its current token and any rotated-out one still valid):
+        in its namespace's shard, or where versions before sharding put them (by UID); every
+        shard when the namespace is not given."""
+        if namespace is None:
+            names = list(self.shards)
+        else:
+            names = list({self.shard_for(namespace), fmt.shard_of(uid)})
+        out: list[fmt.Entry] = []
+        for n in names:
+            good, _ = fmt.entries(self.shards[n].data)
+            out += [e for e in good if e.uid == uid]
+        return out
 
     def __len__(self) -> int:
         return sum(len(s.data) for s in self.shards.values())
 
     def add(self, entry: fmt.Entry) -> asyncio.Future[None]:
         """Record a credential about to exist; resolves once its shard holds it durably."""
-        return self._change(fmt.shard_of(entry.uid), {entry.jti: fmt.encode(entry)})
+        return self._change(self.shard_for(entry.namespace), {entry.jti: fmt.encode(entry)})
 
-    def remove(self, uid: str, jtis: Iterable[str]) -> asyncio.Future[None]:
-        """Drop entries of one task: only once their jti is listed, or they have expired."""
-        return self._change(fmt.shard_of(uid), dict.fromkeys(jtis))
+    def remove(
+        self, uid: str, jtis: Iterable[str], namespace: str | None = None
+    ) -> asyncio.Future[None]:
+        """Drop entries of one task: only once their jti is listed, or they have expired. Each
+        from the shard that holds it (by namespace since sharding, by UID before)."""
+        default = self.shard_for(namespace) if namespace is not None else fmt.shard_of(uid)
+        by_shard: dict[str, list[str]] = {}
+        for jti in jtis:
+            where = next((s.name for s in self.shards.values() if jti in s.data), default)
+            by_shard.setdefault(where, []).append(jti)
+        futs = [self._change(n, dict.fromkeys(js)) for n, js in by_shard.items()]
+        if len(futs) == 1:
+            return futs[0]
+        return asyncio.ensure_future(_all(futs))
 
     def remove_entries(self, entries: Iterable[fmt.Entry]) -> asyncio.Future[None]:
-        by_uid: dict[str, list[str]] = {}
+        by_uid: dict[tuple[str, str], list[str]] = {}
         for e in entries:
-            by_uid.setdefault(e.uid, []).append(e.jti)
-        futs = [self.remove(uid, jtis) for uid, jtis in by_uid.items()]
+            by_uid.setdefault((e.uid, e.namespace), []).append(e.jti)
+        futs = [self.remove(uid, jtis, ns) for (uid, ns), jtis in by_uid.items()]
         return asyncio.ensure_future(_all(futs))
 
     def _change(self, name: str, changes: dict[str, str | None]) -> asyncio.Future[None]:

@@ -79,6 +79,19 @@ replica_active = Gauge(
     "taskwarden_replica_active",
     "1 while this replica reconciles tasks (standalone, or the active peer); 0 on a standby.",
 )
+shards_owned = Gauge(
+    "taskwarden_shards_owned",
+    "Task shards this replica holds the Lease of and acts on (all of them when standalone).",
+)
+shards_configured = Gauge(
+    "taskwarden_shards_configured",
+    "Task shards configured (TASKWARDEN_SHARDS); sum(taskwarden_shards_owned) should equal it.",
+)
+shard_rebalances = Counter(
+    "taskwarden_shard_rebalances",
+    "Shards this replica gained or lost (a join, a leave, a missed renewal).",
+    ["change"],
+)
 build_info = Gauge(
     "taskwarden_build_info",
     "Always 1; the labels say which build runs.",

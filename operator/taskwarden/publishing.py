@@ -176,12 +176,17 @@ class KeyManager:
                 raise RuntimeError("emergency key rotation: too many write conflicts")
             await self.publish_jwks()
 
-    async def run(self, active: asyncio.Event | None = None) -> None:
+    async def run(self, writer: asyncio.Event | None = None) -> None:
+        """Every check_interval: the single writer (standalone, or the holder of the keys
+        Lease, sharding/) rotates and publishes; every other replica reloads what it wrote,
+        so it signs with the key the writer made active."""
         while True:
             await asyncio.sleep(self.settings.check_interval)
-            if active is not None and not active.is_set():
-                continue  # the active replica rotates; a standby reloads when it takes over
             try:
+                if writer is not None and not writer.is_set():
+                    async with self._lock:
+                        await self.load()
+                    continue
                 await self.ensure()
             except Exception:
                 log.exception("signing key maintenance failed; will retry")

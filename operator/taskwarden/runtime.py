@@ -24,6 +24,7 @@ from taskwarden.index import Index
 from taskwarden.kube import APPROVALS, POLICIES, TASKS, Kube
 from taskwarden.ledger import Ledger
 from taskwarden.publishing import KeyManager, RevocationPublisher
+from taskwarden.sharding.leases import Coordinator
 from taskwarden.tasks.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class Runtime:
     reconciler: Reconciler
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    shards: Coordinator | None = None
+    """Sharding (h5): the Lease loop; None when standalone (this replica owns everything)."""
 
     async def _list_each(
         self, fn: Callable[[str | None], Awaitable[list[dict[str, Any]]]]
@@ -83,7 +86,7 @@ class Runtime:
             len(self.ledger),
         )
 
-    async def resync_tasks(self) -> int:
+    async def resync_tasks(self, only: Callable[[str], bool] | None = None) -> int:
         """Reconcile every live task from one paged LIST, before kopf's own initial listing
         (which delivers the same objects one event at a time, ~4 ms each, through per-object
         workers). Expiries missed while down, Secrets missing after a crash and re-attestation
@@ -93,6 +96,8 @@ class Runtime:
             t
             for t in await self._list_each(lambda ns: self.kube.list(TASKS, ns))
             if (t.get("status") or {}).get("phase") not in names.TERMINAL
+            and self.reconciler.ctx.owns(t["metadata"]["namespace"])  # sharding (h5)
+            and (only is None or only(t["metadata"]["namespace"]))
         ]
         sem = asyncio.Semaphore(32)
 
@@ -123,12 +128,16 @@ class Runtime:
         for coro in (
             self.reconciler.scheduler.run(),
             self.revocations.run(),
-            self.keys.run(self.reconciler.active),
+            # Sharding (h5): one replica, holding the keys Lease, rotates; the others reload.
+            self.keys.run(self.shards.keys_writer if self.shards else self.reconciler.active),
             self.sweep(),
         ):
             self.tasks.append(asyncio.create_task(coro))
 
     async def stop(self) -> None:
+        if self.shards is not None:
+            with contextlib.suppress(Exception):
+                await self.shards.stop()  # hand our shards over now, not a lease later
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
@@ -152,28 +161,34 @@ class Runtime:
             self.reconciler.active.clear()
         metrics.replica_active.set(1 if active else 0)
 
-    def on_peering(self, paused: bool) -> None:
-        """kopf peering paused (standby) or resumed (active) this replica."""
-        if paused:
-            if self.reconciler.active.is_set():
-                log.info("standby: another replica is active; pausing all work")
-            self.set_active(False)
-            return
-        if self.reconciler.active.is_set() or self.extras.get("resuming"):
-            return
-
-        async def resume() -> None:
+    async def on_shards_gained(self, gained: frozenset[int]) -> None:
+        """Sharding (h5): shards just taken over (a join, a leave, a crash). Whatever their
+        previous owner left undone (credentials of tasks ended or deleted since, expiries
+        missed, Secrets of a crash) is found here, as at start-up, for these shards only."""
+        assert self.shards is not None
+        shards, lock = self.shards, self.extras.setdefault("resync_lock", asyncio.Lock())
+        async with lock:
+            t0 = time.monotonic()
             try:
-                await self.keys.ensure()
                 await self.revocations.load()
-                await self.warm()
-                await self.resync_tasks()
-                self.set_active(True)
-                log.info("active: this replica now reconciles tasks")
-            finally:
-                self.extras.pop("resuming", None)
+                await self.reconciler.resync_secrets()
+                await self.reconciler.resync_ledger()
+                n = await self.resync_tasks(only=lambda ns: shards.shard_of(ns) in gained)
+            except Exception:
+                log.exception("resync of gained shards %s failed; the sweep retries", gained)
+                return
+            log.info(
+                "shards %s resynced in %.2fs: %d live tasks",
+                sorted(gained),
+                time.monotonic() - t0,
+                n,
+            )
 
-        self.extras["resuming"] = asyncio.get_running_loop().create_task(resume())
+    def on_shards_lost(self, lost: frozenset[int]) -> None:
+        """Sharding (h5): shards given up or timed out: drop their deadlines and state."""
+        assert self.shards is not None
+        shards = self.shards
+        self.reconciler.drop_shards(lambda ns: shards.shard_of(ns) in lost)
 
 
 async def build(settings: config.Settings) -> Runtime:
@@ -188,12 +203,16 @@ async def build(settings: config.Settings) -> Runtime:
         retire_keys=keys.emergency_rotate,
         key_propagation=settings.keys.publish_delay,
     )
-    ledger = Ledger(kube, op_ns)
+    ledger = Ledger(kube, op_ns, settings.sharding.shards)  # sharding (h5): one writer each
     await keys.ensure()
     await revocations.load()
     await ledger.load()
     reconciler = Reconciler(kube, settings, index, keys, revocations, ledger, clock=time.time)
     rt = Runtime(settings, kube, index, keys, revocations, ledger, reconciler)
+    if settings.watch.peering:  # sharding (h5): act only on shards whose Lease we hold
+        rt.shards = Coordinator(kube, op_ns, settings.watch.peering, settings.sharding)
+        rt.shards.on_gain, rt.shards.on_lose = rt.on_shards_gained, rt.on_shards_lost
+        reconciler.ctx.owns = rt.shards.owns
     rt.start_background()  # the revocation flusher must run before the orphan sweep waits on it
     await rt.warm()
     rt.extras["webhooks"] = await server.start(
@@ -203,8 +222,11 @@ async def build(settings: config.Settings) -> Runtime:
         revocations=lambda now: revocations.list.to_configmap_data(now),
         signer=keys.signer,
     )
-    if not settings.watch.peering:
+    if rt.shards is None:
         await rt.resync_tasks()
-        rt.set_active(True)  # standalone: always active
-    # With peering, kopf starts paused and logs when it resumes: handlers.py relays that here.
+        metrics.shards_configured.set(settings.sharding.shards)
+        metrics.shards_owned.set(settings.sharding.shards)  # standalone: owns every shard
+    else:
+        rt.tasks.append(asyncio.create_task(rt.shards.run()))  # gains resync their shards
+    rt.set_active(True)  # every replica works; sharded ones on the shards they hold
     return rt

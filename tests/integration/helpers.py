@@ -71,6 +71,9 @@ class OperatorProcess:
     admission_client_ca: Path | None = None
     """The CA of the apiserver's webhook client certificate; default: the control plane's next
     to `kubeconfig`."""
+    webhook_url: str = ""
+    """Where the apiserver calls admission; default: this process's own webhook port. Replicas
+    share one URL (in a cluster the Service fronts them all)."""
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -87,7 +90,8 @@ class OperatorProcess:
                 "TASKWARDEN_METRICS_PORT": str(self.metrics_port),
                 "TASKWARDEN_HEALTH_PORT": str(self.health_port),
                 "TASKWARDEN_WEBHOOK_PORT": str(self.webhook_port),
-                "TASKWARDEN_WEBHOOK_URL": f"https://127.0.0.1:{self.webhook_port}",
+                "TASKWARDEN_WEBHOOK_URL": self.webhook_url
+                or f"https://127.0.0.1:{self.webhook_port}",
                 "TASKWARDEN_PUBLIC_PORT": str(self.public_port),
                 "TASKWARDEN_ISSUER": f"https://127.0.0.1:{self.public_port}",
                 "TASKWARDEN_BIND": "127.0.0.1",

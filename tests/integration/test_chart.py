@@ -59,6 +59,7 @@ ALERTS = {
     "TaskwardenOperatorDown",
     "TaskwardenNoActiveReplica",
     "TaskwardenRevocationListNearCapacity",
+    "TaskwardenShardWithoutOwner",
 }
 
 # The operator's own objects in its namespace (publishing.py, webhooks) and its webhook
@@ -308,6 +309,8 @@ def test_helm_lint_strict(helm: Path, tmp_path: Path) -> None:
         ({"issuer": "http://plain.example"}, "issuer"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
         ({"replicaCount": 2, "peering": {"name": ""}}, "peering.name must be set"),
+        ({"sharding": {"renewDeadlineSeconds": 15}}, "renewDeadlineSeconds < leaseDuration"),
+        ({"sharding": {"shards": 0}}, "shards"),
         ({"webhook": {"timeoutSeconds": 31}}, "timeoutSeconds"),
         ({"webhook": {"pods": {"mutation": {"failurePolicy": "Sometimes"}}}}, "failurePolicy"),
         # The guard and the task/approval webhooks are Fail, not configurable.
@@ -335,7 +338,7 @@ def test_default_render(helm: Path, tmp_path: Path) -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     dep = one(objs, "Deployment", "taskwarden")
     spec = dep["spec"]
-    assert spec["replicas"] == 2
+    assert spec["replicas"] == 3
     pod = spec["template"]["spec"]
     (c,) = pod["containers"]
     assert c["image"] == f"ghcr.io/taskwarden/taskwarden:{chart['appVersion']}"
@@ -346,6 +349,10 @@ def test_default_render(helm: Path, tmp_path: Path) -> None:
     assert env["TASKWARDEN_TRUST_DOMAIN"]["value"] == "cluster.local"
     assert env["TASKWARDEN_ISSUER"]["value"] == "https://taskwarden.taskwarden-system.svc"
     assert env["TASKWARDEN_PEERING"]["value"] == "taskwarden"
+    assert env["TASKWARDEN_SHARDS"]["value"] == "16"
+    assert env["TASKWARDEN_LEASE_DURATION_SECONDS"]["value"] == "15"
+    assert env["TASKWARDEN_LEASE_RENEW_DEADLINE_SECONDS"]["value"] == "10"
+    assert env["TASKWARDEN_LEASE_RETRY_SECONDS"]["value"] == "2"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"admission": 9443, "public": 8443, "metrics": 9090, "health": 8080}
     for var, port in (
@@ -427,10 +434,13 @@ def test_namespaced_mode_binds_only_the_watched_namespaces(helm: Path, tmp_path:
     def resources(role: Doc) -> set[str]:
         return {r for rule in role["rules"] for r in rule["resources"]}
 
-    assert "kopfpeerings" in resources(one(objs, "ClusterRole", "taskwarden:operator"))
+    # kopf peering is not used (sharding holds coordination.k8s.io Leases in the release
+    # namespace instead): no kopf.dev rights anywhere.
+    assert "kopfpeerings" not in resources(one(objs, "ClusterRole", "taskwarden:operator"))
     assert "clusterkopfpeerings" not in resources(
         one(objs, "ClusterRole", "taskwarden:operator-cluster")
     )
+    assert "leases" in resources(one(objs, "Role", "taskwarden:operator"))
 
 
 def test_monitoring_objects(helm: Path, tmp_path: Path) -> None:
@@ -460,6 +470,7 @@ def test_monitoring_objects(helm: Path, tmp_path: Path) -> None:
     assert by_name["TaskwardenSigningKeyOld"].rstrip().endswith("> 5400")
     assert "taskwarden_replica_active" in by_name["TaskwardenNoActiveReplica"]
     assert by_name["TaskwardenRevocationListNearCapacity"].rstrip().endswith("> 0.8")
+    assert "taskwarden_shards_owned" in by_name["TaskwardenShardWithoutOwner"]
 
     cm = one(objs, "ConfigMap", "taskwarden-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -707,16 +718,9 @@ def operator_needs(op_ns: str, task_ns: str | None, *, manage_webhooks: bool) ->
         # The token exchange checks the pod's ServiceAccount token (server/exchange.py).
         ("create", "tokenreviews", {"group": "authentication.k8s.io"}),
     ]
-    kopf = {"group": "kopf.dev"}
-    if task_ns:
-        checks += [
-            (v, "kopfpeerings", {**kopf, "namespace": task_ns})
-            for v in ("get", "list", "watch", "patch", "create")
-        ]
-    else:
-        checks += [
-            (v, "clusterkopfpeerings", kopf) for v in ("get", "list", "watch", "patch", "create")
-        ]
+    # Sharding: the group's Leases in the operator namespace (sharding/leases.py).
+    lease = {"group": "coordination.k8s.io", "namespace": op_ns}
+    checks += [(v, "leases", lease) for v in ("get", "list", "create", "update", "delete")]
     return checks
 
 
@@ -782,6 +786,9 @@ def operator_must_not(op_ns: str, task_ns: str) -> list[Check]:
         ("delete", "namespaces", {"name": task_ns}),
         ("list", "nodes", {}),
         ("delete", "clusterkopfpeerings", {"group": "kopf.dev"}),
+        # Sharding Leases live in the operator namespace only.
+        ("create", "leases", {"group": "coordination.k8s.io", "namespace": task_ns}),
+        ("update", "leases", {"group": "coordination.k8s.io", "namespace": task_ns}),
     ]
 
 
@@ -1026,6 +1033,11 @@ FIRING = [
     _series("taskwarden_replica_active", "0x30", pod="b"),
     _series("taskwarden_revocation_list_entries", "17000x30"),
     _series("taskwarden_revocation_list_capacity", "20000x30"),
+    # Two replicas hold 12 of 16 shards: four have no owner.
+    _series("taskwarden_shards_owned", "6x30", pod="a"),
+    _series("taskwarden_shards_owned", "6x30", pod="b"),
+    _series("taskwarden_shards_configured", "16x30", pod="a"),
+    _series("taskwarden_shards_configured", "16x30", pod="b"),
 ]
 HEALTHY = [
     _series("up", "1x30"),
@@ -1045,6 +1057,10 @@ HEALTHY = [
     _series("taskwarden_replica_active", "0x30", pod="b"),
     _series("taskwarden_revocation_list_entries", "15000x30"),
     _series("taskwarden_revocation_list_capacity", "20000x30"),
+    _series("taskwarden_shards_owned", "10x30", pod="a"),
+    _series("taskwarden_shards_owned", "6x30", pod="b"),
+    _series("taskwarden_shards_configured", "16x30", pod="a"),
+    _series("taskwarden_shards_configured", "16x30", pod="b"),
 ]
 # Both replicas scraped and `up`, neither active: only TaskwardenNoActiveReplica notices.
 STANDBYS_ONLY = [
@@ -1064,6 +1080,8 @@ EXPECTED_LABELS = {
     # max() over the replicas: no per-pod labels.
     "TaskwardenNoActiveReplica": {"severity": "critical"},
     "TaskwardenRevocationListNearCapacity": {"severity": "warning"},
+    # sum() over the replicas: no per-pod labels.
+    "TaskwardenShardWithoutOwner": {"severity": "critical"},
 }
 
 

@@ -25,7 +25,8 @@ from typing import Any, Final
 from taskwarden import timeutil
 
 SHARDS: Final = 16
-"""ConfigMaps the ledger is split into, by task UID. At ~190 bytes an entry, 16 shards of at
+"""ConfigMaps the ledger is split into: by task shard (taskwarden.ledger.Ledger.shard_for;
+before sharding, by task UID: `shard_of`). At ~190 bytes an entry, 16 shards of at
 most 1 MiB hold about 80,000 entries (two per task while a rotated-out token lives on)."""
 PREFIX: Final = "taskwarden-ledger-"
 BACKEND_JWT: Final = "jwt"

@@ -33,6 +33,10 @@ def _no_refresh(keys: list[Key]) -> None:
     raise NotImplementedError
 
 
+def _owns_all(namespace: str) -> bool:
+    return True
+
+
 @dataclass
 class Context:
     kube: Kube
@@ -48,6 +52,9 @@ class Context:
     """This replica's name in the Events it posts."""
     refresh_soon: Callable[[list[Key]], None] = _no_refresh
     """Reconcile these tasks soon (set by the reconciler: cascades to delegated children)."""
+    owns: Callable[[str], bool] = _owns_all
+    """Sharding (h5): whether this replica may act on tasks of a namespace now
+    (sharding/leases.py `Coordinator.owns`); always true when standalone."""
     active: set[Key] = field(default_factory=set)
     """Tasks this process knows to hold a live credential (the active_credentials gauge)."""
     background: set[asyncio.Task[Any]] = field(default_factory=set)

@@ -85,10 +85,28 @@ class Reconciler:
             if entry[1][0] == 0:
                 self._locks.pop(key, None)
 
+    def owns(self, key: Key) -> bool:
+        """Sharding (h5): whether this replica acts on the task now; every entry point asks,
+        again under the task's lock. A task of a shard we do not hold is dropped here."""
+        if self.ctx.owns(key[0]):
+            return True
+        self.ctx.forget(key)
+        return False
+
+    def drop_shards(self, lost: Callable[[str], bool]) -> None:
+        """Sharding (h5): forget every task of namespaces `lost` says we gave up."""
+        for key in {*self.index.tasks, *self.scheduler.keys(), *self.ctx.active}:
+            if lost(key[0]):
+                self.ctx.forget(key)
+
     async def on_task_event(self, event_type: str | None, body: Body) -> None:
         await self.active.wait()
         key = meta(body)[:2]
+        if not self.owns(key):
+            return
         async with self.lock(key):
+            if not self.owns(key):
+                return
             if event_type == "DELETED":
                 await revoke.on_deleted(self.ctx, body)
             else:
@@ -97,7 +115,11 @@ class Reconciler:
     async def refresh(self, key: Key) -> None:
         """Re-read a task and reconcile it: after a pod, policy, approval or parent change."""
         await self.active.wait()
+        if not self.owns(key):
+            return
         async with self.lock(key):
+            if not self.owns(key):
+                return
             try:
                 body = await self.kube.get(TASKS, *key)
             except ApiError as e:
@@ -118,7 +140,8 @@ class Reconciler:
         """Reconcile a task body read by the start-up resync (the caller knows it is active)."""
         key = meta(body)[:2]
         async with self.lock(key):
-            await self._guarded(key, body)
+            if self.owns(key):
+                await self._guarded(key, body)
 
     async def resync_secrets(self) -> int:
         """Delete credential Secrets whose task is gone, terminal, or holds another jti."""

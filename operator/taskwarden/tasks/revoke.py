@@ -48,7 +48,7 @@ async def revoke_credential(ctx: Context, body: Body, reason: str, *, trigger_at
     ns, name, uid = meta(body)
     cred = (body.get("status") or {}).get("credential") or {}
     jti = cred.get("jti")
-    listed = {e.jti: e.exp for e in ctx.ledger.entries_of(uid) if e.exp > ctx.clock()}
+    listed = {e.jti: e.exp for e in ctx.ledger.entries_of(uid, ns) if e.exp > ctx.clock()}
     if jti and cred.get("expiresAt"):
         listed[jti] = timeutil.parse(cred["expiresAt"])
     waits: list[Awaitable[None]] = [drop_secret(ctx, ns, name, uid)]
@@ -56,7 +56,7 @@ async def revoke_credential(ctx: Context, body: Body, reason: str, *, trigger_at
     waits += [ctx.revocations.add(j, exp) for j, exp in listed.items()]
     await asyncio.gather(*waits)
     if listed:
-        ctx.spawn(_unledger(ctx, uid, list(listed)))
+        ctx.spawn(_unledger(ctx, uid, list(listed), ns))
     ctx.holds_credential((ns, name), False)
     if jti:
         metrics.credentials_revoked.labels(reason=reason).inc()
@@ -64,9 +64,9 @@ async def revoke_credential(ctx: Context, body: Body, reason: str, *, trigger_at
     return str(jti) if jti else ""
 
 
-async def _unledger(ctx: Context, uid: str, jtis: list[str]) -> None:
+async def _unledger(ctx: Context, uid: str, jtis: list[str], ns: str | None = None) -> None:
     try:
-        await ctx.ledger.remove(uid, jtis)
+        await ctx.ledger.remove(uid, jtis, ns)
     except Exception as e:  # listed already; the next sweep drops what is left
         log.warning("ledger entries of task %s not removed yet: %s", uid, e)
 

@@ -60,6 +60,10 @@ class Scheduler:
             if not kinds:
                 del self._current[key]
 
+    def keys(self) -> list[Key]:
+        """Tasks with a pending deadline."""
+        return list(self._current)
+
     def deadline(self, key: Key, kind: str) -> float | None:
         return self._current.get(key, {}).get(kind)
 

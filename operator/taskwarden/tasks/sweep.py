@@ -89,6 +89,8 @@ async def resync_ledger(ctx: Context, lock: Lock) -> int:
     for e in snapshot:
         if ctx.settings.watch.namespaces and e.namespace not in ctx.settings.watch.namespaces:
             continue
+        if not ctx.owns(e.namespace):
+            continue  # sharding: another replica's task (its owner sweeps it)
         task = tasks.get((e.namespace, e.name))
         verdict = ledger.judge(e, task, now)
         if verdict == ledger.DROP:
@@ -128,6 +130,8 @@ async def resync_secrets(ctx: Context, lock: Lock) -> int:
             continue
         md = s["metadata"]
         ns, sname = md["namespace"], md["name"]
+        if not ctx.owns(ns):
+            continue  # sharding: another replica's task (its owner sweeps it)
         task_name = (md.get("labels") or {}).get(names.TASK_LABEL, "")
         jti = (md.get("annotations") or {}).get(names.JTI_ANNOTATION, "")
         seen.add((ns, sname))
