@@ -197,6 +197,8 @@ async def sweep(
     for backend, h in found:
         if h.task_uid in live or (watched and h.namespace not in watched):
             continue
+        if not ctx.owns(h.namespace):
+            continue  # sharding: another replica's task (its owner sweeps it)
         body: Body = {"metadata": {"namespace": h.namespace, "name": "", "uid": h.task_uid}}
         await _revoke_one(ctx, backend, body, h.task_uid, "Orphaned")
         log.info("revoked orphaned %s credential %s (task %s)", backend.name, h.role, h.task_uid)
