@@ -22,6 +22,7 @@ import argparse
 import base64
 import datetime
 import json
+import signal
 import sys
 import threading
 import time
@@ -405,6 +406,28 @@ def main() -> None:
     started = datetime.datetime.now(datetime.UTC)
     results: dict[str, Any] = {"machine": machine(), "started": started.isoformat(), **vars(args)}
     results["out"] = str(args.out)
+    # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C: the control plane and operators are stopped
+    # and what was measured so far is written.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        measure(args, results)
+    finally:
+        results["wall_s"] = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+        results["complete"] = "naive" in results.get("memory", {}) or (
+            args.skip_naive_memory and "memory" in results
+        )
+        if "median" in results:
+            results["markdown"] = report(results)
+            print(results["markdown"])
+        args.out.mkdir(parents=True, exist_ok=True)
+        tag = ("-quick" if args.quick else "") + ("" if results["complete"] else "-partial")
+        path = args.out / f"hotpath-{started:%Y%m%dT%H%M%SZ}{tag}.json"
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"\nwritten: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
+def measure(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Fills `results` as it goes, so an interrupted run still reports what it measured."""
     with environment() as (cp, api, op):
         assert op.proc is not None
         tw, naive = setup(cp, api, 20)
@@ -419,22 +442,16 @@ def main() -> None:
             naive.run(warm, 4)
             issuance.floor(api, TW_NS, 20, 4, 99)
             results["idle"] = {"taskwarden": idle(op.proc.pid), "naive": idle(nop.pid)}
-            rounds = [latency_round(api, tw, naive, run, args) for run in range(args.repeats)]
-            results["rounds"] = rounds
-            results["median"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
+            rounds = results["rounds"] = []
+            for run in range(args.repeats):
+                rounds.append(latency_round(api, tw, naive, run, args))
+                results["median"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
             results["memory"] = {"taskwarden": memory_taskwarden(op, tw, args.live)}
             print(json.dumps(results["memory"]), flush=True)
             if not args.skip_naive_memory:
                 results["memory"]["naive"] = memory_naive(nop, naive, args.live)
         finally:
             nop.stop()
-    results["wall_s"] = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
-    results["markdown"] = report(results)
-    print(results["markdown"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"hotpath-{started:%Y%m%dT%H%M%SZ}{'-quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"\nwritten: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
 if __name__ == "__main__":
