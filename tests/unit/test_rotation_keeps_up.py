@@ -5,6 +5,7 @@ are jittered by the token's jti; lag is exported; a late rotation is named."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 
 import pytest
@@ -77,7 +78,7 @@ def test_when_behind_the_credential_expiring_first_is_rotated_first() -> None:
         assert rec.started == [(("ns", "b"), "rotate")]
         assert s.waiting == 3
         order = ["b", "d", "c", "a"]
-        for done, nxt in zip(order, order[1:], strict=False):
+        for done, nxt in itertools.pairwise(order):
             rec.finish(("ns", done))
             await pump()
             assert rec.started[-1] == (("ns", nxt), "rotate")
