@@ -59,6 +59,7 @@ ALERTS = {
     "TaskwardenOperatorDown",
     "TaskwardenNoActiveReplica",
     "TaskwardenRevocationListNearCapacity",
+    "TaskwardenRotationBehind",
 }
 
 # The operator's own objects in its namespace (publishing.py, webhooks) and its webhook
@@ -460,6 +461,7 @@ def test_monitoring_objects(helm: Path, tmp_path: Path) -> None:
     assert by_name["TaskwardenSigningKeyOld"].rstrip().endswith("> 5400")
     assert "taskwarden_replica_active" in by_name["TaskwardenNoActiveReplica"]
     assert by_name["TaskwardenRevocationListNearCapacity"].rstrip().endswith("> 0.8")
+    assert by_name["TaskwardenRotationBehind"].rstrip().endswith("> 0.25")
 
     cm = one(objs, "ConfigMap", "taskwarden-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -1026,6 +1028,9 @@ FIRING = [
     _series("taskwarden_replica_active", "0x30", pod="b"),
     _series("taskwarden_revocation_list_entries", "17000x30"),
     _series("taskwarden_revocation_list_capacity", "20000x30"),
+    # A queued rotation that has used a third of its slack: fires long before it expires.
+    _series("taskwarden_rotation_slack_used_ratio", "0x5 0.33x25", pod="a"),
+    _series("taskwarden_rotation_slack_used_ratio", "0x30", pod="b"),
 ]
 HEALTHY = [
     _series("up", "1x30"),
@@ -1045,6 +1050,8 @@ HEALTHY = [
     _series("taskwarden_replica_active", "0x30", pod="b"),
     _series("taskwarden_revocation_list_entries", "15000x30"),
     _series("taskwarden_revocation_list_capacity", "20000x30"),
+    # Rotations that wait briefly now and then (one scrape) are not "behind".
+    _series("taskwarden_rotation_slack_used_ratio", "0x10 0.4 0x19", pod="a"),
 ]
 # Both replicas scraped and `up`, neither active: only TaskwardenNoActiveReplica notices.
 STANDBYS_ONLY = [
@@ -1064,6 +1071,8 @@ EXPECTED_LABELS = {
     # max() over the replicas: no per-pod labels.
     "TaskwardenNoActiveReplica": {"severity": "critical"},
     "TaskwardenRevocationListNearCapacity": {"severity": "warning"},
+    # max() over the replicas: no per-pod labels.
+    "TaskwardenRotationBehind": {"severity": "warning"},
 }
 
 
