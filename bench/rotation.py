@@ -88,6 +88,70 @@ class Credentials:
         self._stop.set()
 
 
+def api_requests(api: client.ApiClient) -> dict[str, float]:
+    """apiserver_request_total by verb/resource/subresource: what the operator's work costs."""
+    resp = api.call_api("/metrics", "GET", _preload_content=False, response_type="str")
+    text = resp[0].data.decode() if isinstance(resp, tuple) else resp.data.decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        lab = dict(
+            kv.split("=", 1) for kv in labels[len("apiserver_request_total{") : -1].split(",")
+        )
+        lab = {k: v.strip('"') for k, v in lab.items()}
+        if lab.get("resource") not in ("agenttasks", "secrets", "configmaps", "events"):
+            continue
+        sub = f"/{lab['subresource']}" if lab.get("subresource") else ""
+        key = f"{lab['verb']} {lab['resource']}{sub}"
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy (when installed next to this Python) records the operator for `seconds`."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        return None
+    return subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            "50",
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def top_frames(raw: Path, n: int = 25) -> list[tuple[str, float]]:
+    """Inclusive share of samples per function (own code and libraries) from py-spy raw."""
+    total = 0
+    incl: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        c = int(count)
+        total += c
+        seen = set()
+        for frame in stack.split(";"):
+            name = frame.split(" (")[0] + " " + frame.split("/")[-1].rstrip(")").split(":")[0]
+            if name not in seen:
+                seen.add(name)
+                incl[name] = incl.get(name, 0) + c
+    return sorted(((k, round(v / total, 3)) for k, v in incl.items()), key=lambda x: -x[1])[:n]
+
+
 def baseline_tree(ref: str) -> Path:
     """The operator package at `ref`, exported read-only to a temporary directory."""
     out = Path(tempfile.mkdtemp(prefix="taskwarden-base-"))
@@ -118,6 +182,10 @@ def run_variant(name: str, env: dict[str, str], args: argparse.Namespace) -> dic
         res["all_active_s"] = round(time.monotonic() - t0, 1)
         time.sleep(args.warmup)  # let rotation reach its steady state
         samples = []
+        calls0 = api_requests(api)
+        spy = None
+        if args.profile:
+            spy = profile(op.proc.pid, min(args.measure, 60), Path(f"/tmp/rotation-{name}.raw"))
         r0, m0 = op.metric("taskwarden_credentials_issued_total", kind="rotate"), time.monotonic()
         end = m0 + args.measure
         rss_start = rss_mib(op.proc.pid)
@@ -134,6 +202,18 @@ def run_variant(name: str, env: dict[str, str], args: argparse.Namespace) -> dic
             if args.verbose:
                 print(json.dumps({"variant": name, **samples[-1]}), flush=True)
         r1, m1 = op.metric("taskwarden_credentials_issued_total", kind="rotate"), time.monotonic()
+        calls1 = api_requests(api)
+        rotated = max(r1 - r0, 1.0)
+        res["api_calls_per_rotation"] = {
+            k: round((calls1[k] - calls0.get(k, 0.0)) / rotated, 2)
+            for k in sorted(calls1)
+            if calls1[k] - calls0.get(k, 0.0) > 0
+        }
+        if spy is not None:
+            spy.wait(timeout=120)
+            raw = Path(f"/tmp/rotation-{name}.raw")
+            if raw.exists():
+                res["profile_top"] = top_frames(raw)
         res.update(
             {
                 "tasks": args.tasks,
@@ -170,6 +250,7 @@ def main() -> None:
     ap.add_argument("--soak-rate", type=float, default=0.0, help="rotations/s for the soak")
     ap.add_argument("--rotate-fraction", type=float, default=ROTATE_FRACTION)
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="py-spy the operator while measuring")
     args = ap.parse_args()
     if args.soak_minutes:
         args.measure = args.soak_minutes * 60

@@ -25,11 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from taskwarden import controlplane, delivery, names, rotation, timeutil
-from taskwarden.kube import Kube, load_client_config
+from taskwarden.kube import Kube
 from tests.integration import helpers as h
 
 N_TASKS = 300
@@ -207,8 +206,8 @@ def test_rotation_behind_serves_the_earliest_expiry_first_and_says_so(
         operator.start()
 
 
-async def _renew_scenario(ns: str) -> None:
-    kube = Kube(load_client_config())
+async def _renew_scenario(cfg: Any, ns: str) -> None:
+    kube = Kube(cfg)
     try:
         uid = str(uuid.uuid4())
 
@@ -257,7 +256,6 @@ async def _renew_scenario(ns: str) -> None:
 
 
 def test_renewal_patch_replaces_only_our_secret_holding_the_old_token(
-    cluster: controlplane.ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch
+    cluster: controlplane.ControlPlane, namespace: str
 ) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-    asyncio.run(_renew_scenario(namespace))
+    asyncio.run(_renew_scenario(cluster.api_client().configuration, namespace))
