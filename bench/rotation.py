@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,8 +91,12 @@ class Credentials:
 
 def api_requests(api: client.ApiClient) -> dict[str, float]:
     """apiserver_request_total by verb/resource/subresource: what the operator's work costs."""
-    resp = api.call_api("/metrics", "GET", _preload_content=False, response_type="str")
-    text = resp[0].data.decode() if isinstance(resp, tuple) else resp.data.decode()
+    method, url, headers, body, post = api.param_serialize(
+        "GET", "/metrics", auth_settings=["BearerToken"]
+    )
+    resp = api.call_api(method, url, headers, body, post)
+    resp.read()
+    text = resp.data.decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
         if not line.startswith("apiserver_request_total{"):
@@ -238,6 +243,8 @@ def run_variant(name: str, env: dict[str, str], args: argparse.Namespace) -> dic
 
 
 def main() -> None:
+    # A SIGTERM (timeout, kill) unwinds like Ctrl-C: the operator and control plane stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=3000)
     ap.add_argument("--credential-ttl", type=int, default=20)
