@@ -215,7 +215,10 @@ def run_variant(name: str, env: dict[str, str], args: argparse.Namespace) -> dic
             if calls1[k] - calls0.get(k, 0.0) > 0
         }
         if spy is not None:
-            spy.wait(timeout=120)
+            try:
+                spy.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                spy.kill()  # a saturated machine: the profile is lost, not the run
             raw = Path(f"/tmp/rotation-{name}.raw")
             if raw.exists():
                 res["profile_top"] = top_frames(raw)

@@ -242,8 +242,9 @@ def test_an_active_task_with_its_secret_in_place_is_left_alone_until_rotation() 
 def test_a_late_rotation_says_so_in_a_condition_until_one_is_on_time_again() -> None:
     async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
         key = (w.NS, "t")
-        await r.reconcile_now(w.task())
-        active = issued_task(r, kube, w.task())
+        body = w.task(credentialTTL="2m")  # room for three rotations in the task's life
+        await r.reconcile_now(body)
+        active = issued_task(r, kube, body)
         cred = active["status"]["credential"]
         life = timeutil.parse(cred["expiresAt"]) - timeutil.parse(cred["issuedAt"])
         rot = r.scheduler.deadline(key, "rotate")
@@ -258,6 +259,18 @@ def test_a_late_rotation_says_so_in_a_condition_until_one_is_on_time_again() -> 
         assert "after its rotation deadline" in cond["message"]
         await asyncio.sleep(0)
         assert ("event", "RotationBehind") in kube.calls
+        # Late again: the condition stays False, and no second Event is posted for it.
+        rot = r.scheduler.deadline(key, "rotate")
+        assert rot is not None
+        clock.now = rot + 0.2 * life
+        kube.calls.clear()
+        with rotating_as(key):
+            await r.reconcile_now(late)
+        late = issued_task(r, kube, late)
+        (cond,) = [c for c in late["status"]["conditions"] if c["type"] == "RotationOnTime"]
+        assert cond["status"] == "False"
+        await asyncio.sleep(0)
+        assert not [c for c in kube.calls if c[0] == "event"]
         rot = r.scheduler.deadline(key, "rotate")
         assert rot is not None
         clock.now = rot  # on time

@@ -111,6 +111,14 @@ def issue_patch(
     return patch
 
 
+def rotation_behind(st: Mapping[str, Any]) -> bool:
+    """Does this status already say `RotationOnTime=False`?"""
+    return any(
+        c.get("type") == rotation.ON_TIME and c.get("status") == "False"
+        for c in st.get("conditions") or []
+    )
+
+
 def rotation_late_message(late: float, old_expires_at: str | None) -> str:
     return (
         f"rotated {late:.1f}s after its rotation deadline (the previous credential expires at "

@@ -130,9 +130,10 @@ async def issue(
     ctx.scheduler.schedule(key, "expire", expires_at)
     if kind != "rotate":
         ctx.post_event(body, "Normal", patch["reason"], patch["message"], "Issue")
-    elif late is not None:
+    elif late is not None and not explain.rotation_behind(st):
         # A routine rotation posts no Event (the audit line records it): one API write less
-        # per rotation. A late one does: it is what an operator needs to see.
+        # per rotation. The first late one does, when the condition flips: while a task stays
+        # behind, further Events would only add writes to an operator that is short of them.
         msg = explain.rotation_late_message(late, (st.get("credential") or {}).get("expiresAt"))
         ctx.post_event(body, "Warning", rotation.BEHIND, msg, "Rotate")
     audit.emit(
