@@ -4,7 +4,7 @@ An operator with TASKWARDEN_ROTATION_CONCURRENCY=1 (one rotation at a time: the 
 no artificial delay) gets 300 tasks with 10 s credentials, about 55 rotations per second, more
 than one rotation at a time can do while it also issues. From its audit log: each rotation
 renewed the credential that expired first among those due. Visible: the lag metric and the
-`RotationOnTime=False` condition. When the load drops (all but 20 tasks reach their 60 s TTL
+`RotationOnTime=False` condition. When the load drops (all but 5 tasks reach their 60 s TTL
 and expire), the queue drains, no Active task is left holding an expired credential, and the
 condition clears.
 
@@ -32,7 +32,9 @@ from taskwarden.kube import Kube
 from tests.integration import helpers as h
 
 N_TASKS = 300
-KEEP = 20
+KEEP = 5
+"""Tasks that outlive the overload: a load far below one rotation at a time, even on a busy
+machine, so each of them must catch up."""
 CREDENTIAL_TTL = 10.0
 TERMINAL_EVENTS = ("completed", "expired", "revoked", "denied")
 
@@ -178,7 +180,7 @@ def test_rotation_behind_serves_the_earliest_expiry_first_and_says_so(
                     return None
             return kept
 
-        kept = h.wait_for(caught_up, timeout=30, interval=0.5, what="kept tasks caught up")
+        kept = h.wait_for(caught_up, timeout=60, interval=0.5, what="kept tasks caught up")
         for t in kept:
             name, jti = t["metadata"]["name"], t["status"]["credential"]["jti"]
             secret = h.secret_or_none(api, namespace, f"{name}-credential")

@@ -193,6 +193,37 @@ def test_lag_and_slack_gauges_follow_the_waiting_rotations() -> None:
     asyncio.run(scenario())
 
 
+def test_a_rotation_stuck_on_the_api_releases_its_slot_but_is_not_cancelled() -> None:
+    clock = Clock(1000.0)
+    rec = Recorder()
+
+    async def scenario() -> None:
+        s = scheduler.Scheduler(rec, clock, rotation_concurrency=1, slot_timeout=0.01)
+        s.schedule(("ns", "stuck"), "rotate", 999.0, deadline=1001.0)
+        s.schedule(("ns", "next"), "rotate", 999.5, deadline=1002.0)
+        runner = asyncio.create_task(s.run())
+        s._wake.set()
+        await pump()
+        assert [k[1] for k, _ in rec.started] == ["stuck"]
+        await asyncio.wait_for(_started(rec, 2), timeout=5)  # after the 10 ms slot timeout
+        assert [k[1] for k, _ in rec.started] == ["stuck", "next"]
+        assert rec.running == 2  # the stuck one still runs: never cancelled mid-write
+        rec.finish(("ns", "stuck"))
+        rec.finish(("ns", "next"))
+        await pump()
+        assert rec.running == 0
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(scenario())
+
+
+async def _started(rec: Recorder, n: int) -> None:
+    while len(rec.started) < n:
+        await asyncio.sleep(0.005)
+
+
 def test_rotation_concurrency_must_be_positive() -> None:
     async def cb(key: Key, kind: str) -> None:
         return None

@@ -38,6 +38,9 @@ ROTATE = "rotate"
 DEFAULT_ROTATION_CONCURRENCY = 16
 STATS_INTERVAL = 1.0
 """Seconds between two scans of the waiting rotations for the lag gauges (O(waiting))."""
+SLOT_TIMEOUT = 30.0
+"""Seconds a rotation may hold its slot: one stuck on an API call that never answers goes on
+(it is never cancelled halfway through its writes) but stops counting against the limit."""
 
 log = logging.getLogger(__name__)
 _rotating: contextvars.ContextVar[Key | None] = contextvars.ContextVar(
@@ -70,6 +73,7 @@ class Scheduler:
         clock: Callable[[], float],
         *,
         rotation_concurrency: int = DEFAULT_ROTATION_CONCURRENCY,
+        slot_timeout: float = SLOT_TIMEOUT,
     ) -> None:
         if rotation_concurrency < 1:
             raise ValueError(f"rotation_concurrency must be >= 1, got {rotation_concurrency}")
@@ -82,6 +86,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rotation_concurrency = rotation_concurrency
+        self.slot_timeout = slot_timeout
         self._ready: list[tuple[float, float, int, Key]] = []
         """Due rotations (credential expiry, rotation deadline, seq, key), earliest expiry first."""
         self._waiting: dict[Key, tuple[float, float]] = {}
@@ -218,12 +223,26 @@ class Scheduler:
             log.exception("scheduled %s for %s/%s failed", kind, *key)
 
     async def _rotate(self, key: Key, when: float) -> None:
+        """Hold one slot while the rotation of `key` runs, at most `slot_timeout` seconds."""
         metrics.rotation_delay.observe(max(0.0, self._clock() - when))
+        work = asyncio.ensure_future(self._rotation(key))
+        self._tasks.add(work)
+        work.add_done_callback(self._tasks.discard)
+        try:
+            done, _ = await asyncio.wait({work}, timeout=self.slot_timeout)
+            if not done:
+                log.warning(
+                    "rotation of %s/%s still running after %.0fs; its slot is released",
+                    *key,
+                    self.slot_timeout,
+                )
+        finally:
+            self._running -= 1
+            self._wake.set()
+
+    async def _rotation(self, key: Key) -> None:
         try:
             with rotating_as(key):
                 await self._callback(key, ROTATE)
         except Exception:
             log.exception("scheduled rotation for %s/%s failed", *key)
-        finally:
-            self._running -= 1
-            self._wake.set()
