@@ -81,6 +81,10 @@ class LifecycleSettings:
     """Seconds to coalesce revocation-list writes; bounds revocation lag from above."""
     revocation_max_entries: int = 10000
     api_workers: int = 32
+    rotation_concurrency: int = 16
+    """Rotations in flight at once (TASKWARDEN_ROTATION_CONCURRENCY). When more are due, the
+    credential that expires first is renewed first (tasks/scheduler.py), and the other API
+    threads stay free for first issuance and revocation."""
     """Threads for blocking Kubernetes client calls, kept off kopf's event loop."""
     test_crash_after: str = ""
     """Tests only (TASKWARDEN_TEST_CRASH_AFTER): `ledger` exits the process right after the
@@ -207,7 +211,13 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         sweep_interval=_env_float(env, "TASKWARDEN_SWEEP_SECONDS", 60.0),
         revocation_max_entries=_env_int(env, "TASKWARDEN_REVOCATION_MAX_ENTRIES", 10000),
         test_crash_after=env.get("TASKWARDEN_TEST_CRASH_AFTER", ""),
+        rotation_concurrency=_env_int(env, "TASKWARDEN_ROTATION_CONCURRENCY", 16),
     )
+    if lifecycle.rotation_concurrency < 1:
+        raise ValueError(
+            "TASKWARDEN_ROTATION_CONCURRENCY must be at least 1, got "
+            f"{lifecycle.rotation_concurrency}"
+        )
     server = ServerSettings(
         metrics_port=_as_int(
             ov.pop("metrics_port", None) or _env_int(env, "TASKWARDEN_METRICS_PORT", 9090)

@@ -128,3 +128,41 @@ async def remove(kube: Kube, namespace: str, task_name: str, task_uid: str) -> b
         return False
     uid = (found.get("metadata") or {}).get("uid") or None
     return await kube.delete_secret(namespace, secret_name(task_name), uid=uid)
+
+
+def _pointer(key: str) -> str:
+    """An RFC 6901 JSON pointer token for a map key (annotation names hold '/')."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def renewal_patch(secret: Mapping[str, Any], old_jti: str) -> list[dict[str, Any]]:
+    """The JSON patch that turns the credential Secret holding `old_jti` into `secret` (the
+    rotated credential): its `test` operations make the apiserver refuse it unless the stored
+    Secret is still of the credential type, controlled by this task, and holds `old_jti`."""
+    md = secret["metadata"]
+    ann = md["annotations"]
+    jti_path = f"/metadata/annotations/{_pointer(names.JTI_ANNOTATION)}"
+    exp_path = f"/metadata/annotations/{_pointer(names.EXP_ANNOTATION)}"
+    return [
+        {"op": "test", "path": "/type", "value": names.SECRET_TYPE},
+        {"op": "test", "path": "/metadata/ownerReferences/0/controller", "value": True},
+        {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": controller_uid(secret)},
+        {"op": "test", "path": jti_path, "value": old_jti},
+        {"op": "replace", "path": jti_path, "value": ann[names.JTI_ANNOTATION]},
+        {"op": "add", "path": exp_path, "value": ann[names.EXP_ANNOTATION]},
+        {"op": "replace", "path": "/data", "value": secret["data"]},
+    ]
+
+
+async def renew(kube: Kube, secret: Mapping[str, Any], old_jti: str) -> bool:
+    """Rotate the token in a credential Secret this process knows holds `old_jti`, in one
+    conditional write. False when the stored Secret is not that (gone, replaced, not ours):
+    the caller then falls back to `deliver`, which reads and decides."""
+    md = secret["metadata"]
+    try:
+        await kube.patch_secret(md["namespace"], md["name"], renewal_patch(secret, old_jti))
+    except ApiError as e:
+        if e.status in (404, 409, 422):
+            return False
+        raise
+    return True

@@ -230,6 +230,17 @@ class Kube:
                 body = {**body, "metadata": {**body["metadata"], "resourceVersion": rv}}
             await self._write(self.core.replace_namespaced_secret, name, ns, body)
 
+    async def patch_secret(self, ns: str, name: str, ops: builtins.list[Any]) -> None:
+        """RFC 6902 JSON patch: its `test` operations are checked by the apiserver against the
+        stored object in the same write, so a conditional replace costs one call, no read."""
+        await self._write(
+            self.core.patch_namespaced_secret,
+            name,
+            ns,
+            ops,
+            _content_type="application/json-patch+json",
+        )
+
     async def delete_secret(self, ns: str, name: str, uid: str | None = None) -> bool:
         """Delete (only the Secret with this `uid` when given); False when it was already gone
         or is another Secret now."""

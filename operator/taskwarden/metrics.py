@@ -92,6 +92,26 @@ shard_rebalances = Counter(
     "Shards this replica gained or lost (a join, a leave, a missed renewal).",
     ["change"],
 )
+rotation_lag = Gauge(
+    "taskwarden_rotation_lag_seconds",
+    "How far rotation is behind: the longest any due rotation has waited past its deadline "
+    "(0 when none waits). Updated every second while rotations wait.",
+)
+rotation_slack_used = Gauge(
+    "taskwarden_rotation_slack_used_ratio",
+    "Of the time between a waiting rotation's deadline and the expiry of the credential it "
+    "replaces, the largest fraction already spent waiting: 1 means a credential expired "
+    "un-rotated. Independent of the credential TTL; what TaskwardenRotationBehind watches.",
+)
+rotations_waiting = Gauge(
+    "taskwarden_rotations_waiting",
+    "Due rotations queued behind the rotation concurrency limit (TASKWARDEN_ROTATION_CONCURRENCY).",
+)
+rotation_delay = Histogram(
+    "taskwarden_rotation_delay_seconds",
+    "From a rotation's deadline to the moment it starts (queueing behind the concurrency limit).",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
 build_info = Gauge(
     "taskwarden_build_info",
     "Always 1; the labels say which build runs.",

@@ -60,6 +60,7 @@ ALERTS = {
     "TaskwardenNoActiveReplica",
     "TaskwardenRevocationListNearCapacity",
     "TaskwardenShardWithoutOwner",
+    "TaskwardenRotationBehind",
 }
 
 # The operator's own objects in its namespace (publishing.py, webhooks) and its webhook
@@ -471,6 +472,7 @@ def test_monitoring_objects(helm: Path, tmp_path: Path) -> None:
     assert "taskwarden_replica_active" in by_name["TaskwardenNoActiveReplica"]
     assert by_name["TaskwardenRevocationListNearCapacity"].rstrip().endswith("> 0.8")
     assert "taskwarden_shards_owned" in by_name["TaskwardenShardWithoutOwner"]
+    assert by_name["TaskwardenRotationBehind"].rstrip().endswith("> 0.25")
 
     cm = one(objs, "ConfigMap", "taskwarden-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -1038,6 +1040,9 @@ FIRING = [
     _series("taskwarden_shards_owned", "6x30", pod="b"),
     _series("taskwarden_shards_configured", "16x30", pod="a"),
     _series("taskwarden_shards_configured", "16x30", pod="b"),
+    # A queued rotation that has used a third of its slack: fires long before it expires.
+    _series("taskwarden_rotation_slack_used_ratio", "0x5 0.33x25", pod="a"),
+    _series("taskwarden_rotation_slack_used_ratio", "0x30", pod="b"),
 ]
 HEALTHY = [
     _series("up", "1x30"),
@@ -1061,6 +1066,8 @@ HEALTHY = [
     _series("taskwarden_shards_owned", "6x30", pod="b"),
     _series("taskwarden_shards_configured", "16x30", pod="a"),
     _series("taskwarden_shards_configured", "16x30", pod="b"),
+    # Rotations that wait briefly now and then (one scrape) are not "behind".
+    _series("taskwarden_rotation_slack_used_ratio", "0x10 0.4 0x19", pod="a"),
 ]
 # Both replicas scraped and `up`, neither active: only TaskwardenNoActiveReplica notices.
 STANDBYS_ONLY = [
@@ -1082,6 +1089,8 @@ EXPECTED_LABELS = {
     "TaskwardenRevocationListNearCapacity": {"severity": "warning"},
     # sum() over the replicas: no per-pod labels.
     "TaskwardenShardWithoutOwner": {"severity": "critical"},
+    # max() over the replicas: no per-pod labels.
+    "TaskwardenRotationBehind": {"severity": "warning"},
 }
 
 

@@ -18,6 +18,7 @@ from taskwarden.index import Index, TaskRef
 from taskwarden.kube import TASKS, ApiError
 from taskwarden.ledger import Ledger
 from taskwarden.tasks.reconciler import Reconciler
+from taskwarden.tasks.scheduler import rotating_as
 from tests.unit import task_world as w
 
 ISSUER = "https://taskwarden.test"
@@ -88,6 +89,28 @@ class FakeKube:
             raise ApiError(409, "Conflict")
         self.secrets[(ns, body["metadata"]["name"])] = body
 
+    async def patch_secret(self, ns: str, name: str, ops: list[dict[str, Any]]) -> None:
+        """RFC 6902 on the stored Secret: `test` on a missing path or another value is a 422."""
+        self.calls.append(("patch_secret", name))
+        found = copy.deepcopy(self.secrets.get((ns, name)))
+        if found is None:
+            raise ApiError(404, "Not Found")
+        for op in ops:
+            *parents, leaf = [
+                p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]
+            ]
+            node: Any = found
+            try:
+                for part in parents:
+                    node = node[int(part)] if isinstance(node, list) else node[part]
+                if op["op"] == "test" and node[leaf] != op["value"]:
+                    raise ApiError(422, "test failed")
+            except (KeyError, IndexError) as e:
+                raise ApiError(422, "test failed") from e
+            if op["op"] in ("replace", "add"):
+                node[leaf] = op["value"]
+        self.secrets[(ns, name)] = found
+
     async def get_secret(self, ns: str, name: str) -> dict[str, Any] | None:
         self.calls.append(("get_secret", name))
         return self.secrets.get((ns, name))
@@ -106,7 +129,8 @@ class FakeKube:
         return list(self.tasks.values())
 
     def writes(self) -> list[str]:
-        return [c[0] for c in self.calls if c[0] in ("patch_status", "put_secret", "delete_secret")]
+        kinds = ("patch_status", "put_secret", "patch_secret", "delete_secret")
+        return [c[0] for c in self.calls if c[0] in kinds]
 
 
 class FakeRevocations:
@@ -195,9 +219,67 @@ def test_an_active_task_with_its_secret_in_place_is_left_alone_until_rotation() 
         assert rot is not None
         clock.now = rot
         await r.reconcile_now(active)
-        assert kube.writes() == ["patch_status", "put_secret"]
+        # Due, but not started by the rotation queue: it is queued, in order of expiry.
+        assert kube.writes() == [] and r.scheduler.deadline((w.NS, "t"), "rotate") == rot
+        with rotating_as((w.NS, "t")):
+            await r.reconcile_now(active)
+        # One conditional patch of the Secret this process wrote; no Event for a routine one.
+        assert kube.writes() == ["patch_status", "patch_secret"]
         patch = next(c[3] for c in kube.calls if c[0] == "patch_status")
         assert patch["reason"] == "Rotated" and patch["credential"]["rotations"] == 1
+        assert "RotationOnTime" not in {c["type"] for c in patch["conditions"]}
+        await asyncio.sleep(0)
+        assert not [c for c in kube.calls if c[0] == "event"]
+        secret = kube.secrets[(w.NS, "t-credential")]
+        assert secret["metadata"]["annotations"][names.JTI_ANNOTATION] == patch["credential"]["jti"]
+        token = base64.b64decode(secret["data"]["token"]).decode()
+        claims = tokens.verify(
+            token, r.ctx.keys.jwks(), issuer=ISSUER, audience=w.AUD, now=clock.now
+        )
+        assert claims["jti"] == patch["credential"]["jti"]
+
+
+def test_a_late_rotation_says_so_in_a_condition_until_one_is_on_time_again() -> None:
+    async def scenario(r: Reconciler, kube: FakeKube, clock: Clock) -> None:
+        key = (w.NS, "t")
+        body = w.task(credentialTTL="2m")  # room for three rotations in the task's life
+        await r.reconcile_now(body)
+        active = issued_task(r, kube, body)
+        cred = active["status"]["credential"]
+        life = timeutil.parse(cred["expiresAt"]) - timeutil.parse(cred["issuedAt"])
+        rot = r.scheduler.deadline(key, "rotate")
+        assert rot is not None
+        clock.now = rot + 0.2 * life  # served long after its deadline: behind
+        kube.calls.clear()
+        with rotating_as(key):
+            await r.reconcile_now(active)
+        late = issued_task(r, kube, active)
+        (cond,) = [c for c in late["status"]["conditions"] if c["type"] == "RotationOnTime"]
+        assert (cond["status"], cond["reason"]) == ("False", "RotationBehind")
+        assert "after its rotation deadline" in cond["message"]
+        await asyncio.sleep(0)
+        assert ("event", "RotationBehind") in kube.calls
+        # Late again: the condition stays False, and no second Event is posted for it.
+        rot = r.scheduler.deadline(key, "rotate")
+        assert rot is not None
+        clock.now = rot + 0.2 * life
+        kube.calls.clear()
+        with rotating_as(key):
+            await r.reconcile_now(late)
+        late = issued_task(r, kube, late)
+        (cond,) = [c for c in late["status"]["conditions"] if c["type"] == "RotationOnTime"]
+        assert cond["status"] == "False"
+        await asyncio.sleep(0)
+        assert not [c for c in kube.calls if c[0] == "event"]
+        rot = r.scheduler.deadline(key, "rotate")
+        assert rot is not None
+        clock.now = rot  # on time
+        kube.calls.clear()
+        with rotating_as(key):
+            await r.reconcile_now(late)
+        again = issued_task(r, kube, late)
+        (cond,) = [c for c in again["status"]["conditions"] if c["type"] == "RotationOnTime"]
+        assert (cond["status"], cond["reason"]) == ("True", "RotatedOnTime")
 
     run(scenario)
 
@@ -402,7 +484,8 @@ def test_ending_a_task_lists_every_ledgered_token_of_it_then_empties_the_ledger(
         assert rot is not None
         clock.now = rot
         kube.calls.clear()
-        await r.reconcile_now(first)  # rotation: the old token stays valid for its overlap
+        with rotating_as((w.NS, "t")):
+            await r.reconcile_now(first)  # rotation: the old token stays valid for its overlap
         rotated = issued_task(r, kube, first)
         jtis = {first["status"]["credential"]["jti"], rotated["status"]["credential"]["jti"]}
         assert kube.ledger() == jtis

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from taskwarden import audit, policy, status, timeutil
+from taskwarden import audit, policy, rotation, status, timeutil
 from taskwarden.tasks.facts import Body, Verdict, meta, requester, task_expires_at
 
 REASONS = {"issue": "Issued", "rotate": "Rotated", "reissue": "Reissued"}
@@ -57,8 +57,12 @@ def issue_patch(
     secret_name: str,
     expires_at: float,
     now: float,
+    rotation_late: float | None = None,
 ) -> dict[str, Any]:
-    """The status of a task that now holds the credential `claims` describe."""
+    """The status of a task that now holds the credential `claims` describe. A rotation also
+    sets `RotationOnTime`: False when it was `rotation_late` seconds late, back to True on the
+    first rotation on time after that; never written while it stays True (no extra bytes per
+    task, no change to compare)."""
     st = body.get("status") or {}
     att, decision = verdict.attestation, verdict.decision
     assert att is not None and decision is not None
@@ -100,7 +104,51 @@ def issue_patch(
             "specHash": policy.spec_hash(body.get("spec") or {}),
         }
     )
+    if kind == "rotate":
+        patch["conditions"] = rotation_conditions(
+            patch["conditions"], rotation_late, old.get("expiresAt"), now, body
+        )
     return patch
+
+
+def rotation_behind(st: Mapping[str, Any]) -> bool:
+    """Does this status already say `RotationOnTime=False`?"""
+    return any(
+        c.get("type") == rotation.ON_TIME and c.get("status") == "False"
+        for c in st.get("conditions") or []
+    )
+
+
+def rotation_late_message(late: float, old_expires_at: str | None) -> str:
+    return (
+        f"rotated {late:.1f}s after its rotation deadline (the previous credential expires at "
+        f"{old_expires_at or 'an unknown time'}): more rotations are due than "
+        "TASKWARDEN_ROTATION_CONCURRENCY lets run, the operator renews those that expire first"
+    )
+
+
+def rotation_conditions(
+    conds: list[dict[str, Any]],
+    late: float | None,
+    old_expires_at: str | None,
+    now: float,
+    body: Body,
+) -> list[dict[str, Any]]:
+    """`RotationOnTime` after a rotation: False (RotationBehind) when it was late, True
+    (RotatedOnTime) when it was on time after a late one; untouched otherwise."""
+    current = next((c for c in conds if c.get("type") == rotation.ON_TIME), None)
+    generation = body["metadata"].get("generation")
+    if late is not None:
+        msg = rotation_late_message(late, old_expires_at)
+        return status.condition(
+            conds, rotation.ON_TIME, False, rotation.BEHIND, msg, now, generation
+        )
+    if current is not None and current.get("status") != "True":
+        msg = "rotated on time again"
+        return status.condition(
+            conds, rotation.ON_TIME, True, rotation.CAUGHT_UP, msg, now, generation
+        )
+    return conds
 
 
 def wait_unchanged(st: Mapping[str, Any], verdict: Verdict) -> bool:

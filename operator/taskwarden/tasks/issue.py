@@ -16,10 +16,10 @@ import base64
 import os
 from typing import Any
 
-from taskwarden import audit, delivery, lifecycle, metrics, names, policy, timeutil
+from taskwarden import audit, delivery, lifecycle, metrics, names, policy, rotation, timeutil
 from taskwarden.credentials import ledger, tokens
 from taskwarden.kube import TASKS
-from taskwarden.tasks import backing, explain, revoke
+from taskwarden.tasks import backing, explain, revoke, scheduler
 from taskwarden.tasks.context import Context
 from taskwarden.tasks.facts import Body, Verdict, meta
 
@@ -67,8 +67,11 @@ async def issue(
     expires_at: float,
     *,
     kind: str,
+    late: float | None = None,
 ) -> None:
-    """Issue (`issue`), replace (`rotate`) or re-deliver after a crash (`reissue`) a token."""
+    """Issue (`issue`), replace (`rotate`) or re-deliver after a crash (`reissue`) a token.
+    `late`: seconds a rotation started after its deadline, when it counts as late
+    (rotation.late_by): status then says `RotationOnTime=False`."""
     started = ctx.clock()
     ns, name, uid = meta(body)
     key = (ns, name)
@@ -97,6 +100,7 @@ async def issue(
         secret_name="" if exchanged else delivery.secret_name(name),
         expires_at=expires_at,
         now=now,
+        rotation_late=late,
     )
     plans = backing.plan(ctx, body, req, verdict)  # credential backends: named in status first
     if plans:
@@ -119,7 +123,7 @@ async def issue(
         return
     # exchange: this token is dropped; the pod exchanges for this jti (server/exchange.py)
     if not exchanged and not await _deliver(
-        ctx, body, att.spiffe_id, claims, token, patch, now, extra
+        ctx, body, att.spiffe_id, claims, token, patch, now, extra, renewing=kind == "rotate"
     ):
         return
     del token
@@ -127,11 +131,18 @@ async def issue(
     metrics.credentials_issued.labels(kind=kind).inc()
     if kind == "issue":
         metrics.issuance_duration.observe(ctx.clock() - started)
-    rot = lifecycle.rotation_at(claims["iat"], claims["exp"], expires_at)
+    rot = rotation.deadline_of(claims["jti"], claims["iat"], claims["exp"], expires_at)
     if rot is not None:
-        ctx.scheduler.schedule(key, "rotate", rot)
+        ctx.scheduler.schedule(key, scheduler.ROTATE, rot, deadline=claims["exp"])
     ctx.scheduler.schedule(key, "expire", expires_at)
-    ctx.post_event(body, "Normal", patch["reason"], patch["message"], "Issue")
+    if kind != "rotate":
+        ctx.post_event(body, "Normal", patch["reason"], patch["message"], "Issue")
+    elif late is not None and not explain.rotation_behind(st):
+        # A routine rotation posts no Event (the audit line records it): one API write less
+        # per rotation. The first late one does, when the condition flips: while a task stays
+        # behind, further Events would only add writes to an operator that is short of them.
+        msg = explain.rotation_late_message(late, (st.get("credential") or {}).get("expiresAt"))
+        ctx.post_event(body, "Warning", rotation.BEHIND, msg, "Rotate")
     audit.emit(
         explain.with_(
             explain.audit_record(body, explain.ISSUE_EVENTS[kind], verdict),
@@ -176,8 +187,12 @@ async def _deliver(
     patch: dict[str, Any],
     now: float,
     extra: dict[str, str] | None = None,
+    *,
+    renewing: bool = False,
 ) -> bool:
-    """Write the credential Secret (secret delivery); False when the task failed instead."""
+    """Write the credential Secret (secret delivery); False when the task failed instead.
+    A rotation of a Secret this process knows holds the previous token is one conditional
+    patch (delivery.renew); anything else is create-or-replace after a read."""
     ns, name, uid = meta(body)
     secret = delivery.credential_secret(
         namespace=ns,
@@ -191,8 +206,17 @@ async def _deliver(
     )
     for key, value in (extra or {}).items():  # a backend's DSN and password (backing.py)
         secret["data"][key] = base64.b64encode(value.encode()).decode()
+    skey = (ns, delivery.secret_name(name))
+    old = ((body.get("status") or {}).get("credential") or {}).get("jti")
+    renewed = (
+        renewing
+        and bool(old)
+        and ctx.index.secrets.get(skey) == old
+        and await delivery.renew(ctx.kube, secret, str(old))
+    )
     try:
-        await delivery.deliver(ctx.kube, secret)
+        if not renewed:
+            await delivery.deliver(ctx.kube, secret)
     except delivery.NotOwned as e:
         # Someone else's Secret holds the name: never overwrite it; the task fails closed (the
         # jti status now names is listed although the token never left this process).
@@ -200,7 +224,7 @@ async def _deliver(
         issued = {**body, "status": {**st, "credential": patch["credential"]}}
         await revoke.end(ctx, issued, "Failed", "SecretConflict", str(e), trigger_at=now)
         return False
-    ctx.index.secrets[(ns, delivery.secret_name(name))] = claims["jti"]
+    ctx.index.secrets[skey] = claims["jti"]
     return True
 
 
@@ -213,8 +237,10 @@ async def keep(
     now: float,
 ) -> bool:
     """An Active task stays Active: make sure its Secret holds the token status names, and
-    rotate when half the token's life is over. True when it issued a token (a rotation, or a
-    reissue after a crash)."""
+    rotate once its rotation deadline (rotation.deadline_of) has passed. Only the rotation
+    queue rotates (tasks/scheduler.py): any other reconcile that finds a rotation due hands
+    it to the queue, so that rotations run in order of expiry and within their concurrency
+    limit. True when it issued a token (a rotation, or a reissue after a crash)."""
     ns, name, _ = meta(body)
     key = (ns, name)
     cred = (body.get("status") or {}).get("credential") or {}
@@ -242,11 +268,12 @@ async def keep(
         ctx.scheduler.schedule(key, "approval", verdict.approval.expires_at)
     issued = timeutil.parse(cred["issuedAt"])
     token_exp = timeutil.parse(cred["expiresAt"])
-    rot = lifecycle.rotation_at(issued, token_exp, expires_at)
+    rot = rotation.deadline_of(str(jti), issued, token_exp, expires_at)
     if rot is None:
         return False
-    if now >= rot:
-        await issue(ctx, body, req, verdict, expires_at, kind="rotate")
+    if now >= rot and scheduler.rotating(key):
+        late = rotation.late_by(now, rot, issued, token_exp)
+        await issue(ctx, body, req, verdict, expires_at, kind="rotate", late=late)
         return True
-    ctx.scheduler.schedule(key, "rotate", rot)
+    ctx.scheduler.schedule(key, scheduler.ROTATE, rot, deadline=token_exp)
     return False

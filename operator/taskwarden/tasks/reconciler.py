@@ -50,7 +50,11 @@ class Reconciler:
         instance: str | None = None,
     ) -> None:
         self.kube, self.settings, self.index, self.clock = kube, settings, index, clock
-        self.scheduler = Scheduler(self._on_deadline, clock)
+        self.scheduler = Scheduler(
+            self._on_deadline,
+            clock,
+            rotation_concurrency=settings.lifecycle.rotation_concurrency,
+        )
         self.ctx = Context(
             kube=kube,
             settings=settings,
