@@ -3,8 +3,9 @@
 Called by handlers.py at kopf start-up and clean-up. Holds no logic of its own beyond order:
 load keys, the revocation list and the ledger, warm the indexes from one LIST each, sweep
 orphaned Secrets, revoke what the ledger holds for tasks gone or ended while no operator ran,
-and only then reconcile live tasks (which issues new credentials) and let kopf's watchers
-deliver tasks.
+and only then reconcile live tasks (which issues new credentials) from the task event
+source's paged LIST, and watch tasks from that list's version (watch.py; kopf watches only
+pods, policies and approvals).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskwarden import config, metrics, names, server
+from taskwarden import config, metrics, names, server, watch
 from taskwarden import index as index_mod
 from taskwarden import kube as kube_mod
 from taskwarden.index import Index
@@ -38,6 +39,8 @@ class Runtime:
     revocations: RevocationPublisher
     ledger: Ledger
     reconciler: Reconciler
+    source: watch.EventSource
+    """AgentTasks: listed at start (the resync) and watched from there, no body kept."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -84,26 +87,22 @@ class Runtime:
         )
 
     async def resync_tasks(self) -> int:
-        """Reconcile every live task from one paged LIST, before kopf's own initial listing
-        (which delivers the same objects one event at a time, ~4 ms each, through per-object
-        workers). Expiries missed while down, Secrets missing after a crash and re-attestation
-        all happen here; kopf's later events for the same objects find nothing to do."""
+        """Reconcile every live task from one paged LIST, each page processed and dropped
+        before the next is read. At start and on take-over this is the event source's own
+        listing (watching continues from its version: tasks are listed once, not twice);
+        the periodic sweep runs it without moving the watch. Expiries missed while down,
+        Secrets missing after a crash and re-attestation all happen here."""
         t0 = time.monotonic()
-        live = [
-            t
-            for t in await self._list_each(lambda ns: self.kube.list(TASKS, ns))
-            if (t.get("status") or {}).get("phase") not in names.TERMINAL
-        ]
-        sem = asyncio.Semaphore(32)
-
-        async def one(task: dict[str, Any]) -> None:
-            async with sem:
-                await self.reconciler.reconcile_now(task)
-
-        await asyncio.gather(*(one(t) for t in live))
+        n = await self.source.sync()
         kube_mod.trim_memory()
-        log.info("resynced %d live tasks in %.2fs", len(live), time.monotonic() - t0)
-        return len(live)
+        log.info("resynced %d live tasks in %.2fs", n, time.monotonic() - t0)
+        return n
+
+    async def start_tasks(self) -> None:
+        """List and reconcile every live task, become active, then watch tasks."""
+        await self.resync_tasks()
+        self.set_active(True)
+        self.source.start()
 
     async def sweep(self) -> None:
         """Periodic full reconciliation: orphans, missed expiries, re-attestation."""
@@ -115,7 +114,10 @@ class Runtime:
             try:
                 await self.reconciler.resync_secrets()
                 await self.reconciler.resync_ledger()
-                await self.resync_tasks()  # reconciles from the LIST, no GET per task
+                t0 = time.monotonic()
+                n = await self.source.sweep()  # reconciles from the LIST, no GET per task
+                kube_mod.trim_memory()
+                log.info("swept %d live tasks in %.2fs", n, time.monotonic() - t0)
             except Exception:
                 log.exception("periodic sweep failed; next in %ss", interval)
 
@@ -141,8 +143,11 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.ledger.flush()
         with contextlib.suppress(Exception):
+            await self.source.stop()
+        with contextlib.suppress(Exception):
             await self.revocations.flush()
-        self.kube.close()
+        with contextlib.suppress(Exception):
+            await self.kube.aclose()
 
     def set_active(self, active: bool) -> None:
         """Let this replica reconcile (or stop it), and say so in taskwarden_replica_active."""
@@ -158,17 +163,21 @@ class Runtime:
             if self.reconciler.active.is_set():
                 log.info("standby: another replica is active; pausing all work")
             self.set_active(False)
+            loop = asyncio.get_running_loop()
+            self.extras["pausing"] = loop.create_task(self.source.stop())
             return
         if self.reconciler.active.is_set() or self.extras.get("resuming"):
             return
 
         async def resume() -> None:
             try:
+                pausing = self.extras.pop("pausing", None)
+                if pausing is not None:
+                    await pausing
                 await self.keys.ensure()
                 await self.revocations.load()
                 await self.warm()
-                await self.resync_tasks()
-                self.set_active(True)
+                await self.start_tasks()
                 log.info("active: this replica now reconciles tasks")
             finally:
                 self.extras.pop("resuming", None)
@@ -193,7 +202,15 @@ async def build(settings: config.Settings) -> Runtime:
     await revocations.load()
     await ledger.load()
     reconciler = Reconciler(kube, settings, index, keys, revocations, ledger, clock=time.time)
-    rt = Runtime(settings, kube, index, keys, revocations, ledger, reconciler)
+    source = watch.EventSource(
+        kube,
+        TASKS,
+        settings.watch.namespaces,
+        on_listed=reconciler.reconcile_now,
+        on_event=reconciler.on_task_event,
+        wanted=lambda t: (t.get("status") or {}).get("phase") not in names.TERMINAL,
+    )
+    rt = Runtime(settings, kube, index, keys, revocations, ledger, reconciler, source)
     rt.start_background()  # the revocation flusher must run before the orphan sweep waits on it
     await rt.warm()
     rt.extras["webhooks"] = await server.start(
@@ -204,7 +221,6 @@ async def build(settings: config.Settings) -> Runtime:
         signer=keys.signer,
     )
     if not settings.watch.peering:
-        await rt.resync_tasks()
-        rt.set_active(True)  # standalone: always active
+        await rt.start_tasks()  # standalone: always active
     # With peering, kopf starts paused and logs when it resumes: handlers.py relays that here.
     return rt
