@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,17 @@ Key = tuple[str, str]
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 
 
+def _interned(obj: Obj) -> Obj:
+    """Share one string per namespace and per name among every structure keyed by them (the
+    index, the scheduler, the live-credential set): each parse makes new copies otherwise."""
+    md = obj.get("metadata")
+    if md:
+        for k in ("namespace", "name"):
+            if isinstance(md.get(k), str):
+                md[k] = sys.intern(md[k])
+    return obj
+
+
 def _key(obj: Obj) -> Key:
     md = obj.get("metadata") or {}
     return str(md.get("namespace") or ""), str(md.get("name") or "")
@@ -37,6 +49,16 @@ def _key(obj: Obj) -> Key:
 
 def _uid(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("uid") or "")
+
+
+def coalesce(queue: list[tuple[str, Obj]], kind: str, obj: Obj) -> None:
+    """Add an event to the events waiting for one object: a newer state of the same object
+    (same uid, the waiting one not a deletion) replaces the waiting one; anything else waits
+    behind it in order."""
+    if queue and queue[-1][0] != "DELETED" and _uid(queue[-1][1]) == _uid(obj):
+        queue[-1] = (kind, obj)
+    else:
+        queue.append((kind, obj))
 
 
 class EventSource:
@@ -94,7 +116,7 @@ class EventSource:
         n, version = 0, ""
         async for items, rv in self.kube.pages(self.plural, scope, self._page_size):
             version = rv
-            page = [o for o in items if self._wanted(o)]
+            page = [_interned(o) for o in items if self._wanted(o)]
             items.clear()  # keep only the wanted objects of this page alive, and not for long
             await asyncio.gather(*(one(o) for o in page))
             n += len(page)
@@ -163,7 +185,7 @@ class EventSource:
         """Queue an event for its object's worker. A newer state of the same object (same uid,
         not deleted) replaces the one still waiting, so a burst of updates is handled once;
         a deletion, or an object recreated under the same name, is never coalesced away."""
-        key = _key(obj)
+        key = _key(_interned(obj))
         queue = self._queues.get(key)
         if queue is None:
             self._queues[key] = [(kind, obj)]
@@ -171,10 +193,7 @@ class EventSource:
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
             return
-        if queue and queue[-1][0] != "DELETED" and _uid(queue[-1][1]) == _uid(obj):
-            queue[-1] = (kind, obj)
-        else:
-            queue.append((kind, obj))
+        coalesce(queue, kind, obj)
 
     async def _drain(self, key: Key) -> None:
         queue = self._queues[key]
