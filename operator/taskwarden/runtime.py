@@ -164,7 +164,7 @@ class Runtime:
                 log.info("standby: another replica is active; pausing all work")
             self.set_active(False)
             loop = asyncio.get_running_loop()
-            self.extras["pausing"] = loop.create_task(self.source.stop())
+            self.extras["pausing"] = loop.create_task(self.source.stop(let_running_finish=True))
             return
         if self.reconciler.active.is_set() or self.extras.get("resuming"):
             return

@@ -131,16 +131,19 @@ class EventSource:
         if not self._watchers:
             self._watchers = [asyncio.create_task(self._watch(s)) for s in self._scopes]
 
-    async def stop(self) -> None:
-        """Stop watching and drop what has not been handled (a take-over lists again)."""
-        tasks = [*self._watchers, *self._workers]
+    async def stop(self, *, let_running_finish: bool = False) -> None:
+        """Stop watching and drop the events not yet handled (a take-over lists again). With
+        `let_running_finish` (going standby), a reconcile in flight is not cancelled halfway
+        through its writes; at shutdown everything is cancelled."""
+        tasks = [*self._watchers, *([] if let_running_finish else self._workers)]
         self._watchers = []
+        for queue in self._queues.values():
+            queue.clear()
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
-        self._queues.clear()
         self._rv.clear()
 
     @property
