@@ -30,13 +30,21 @@ from tests.integration import helpers as h  # noqa: E402
 
 from taskwarden import controlplane  # noqa: E402
 
-HOOK = """
+HOOK = r"""
 import os, signal, tracemalloc
 def _start(signum, frame):
     tracemalloc.start(int(os.environ.get("TW_FRAMES", "6")))
 def _dump(signum, frame):
-    tracemalloc.take_snapshot().dump(os.environ["TW_SNAPSHOT"] + "." + str(os.getpid()))
-    open(os.environ["TW_SNAPSHOT"] + ".done", "w").close()
+    import collections, gc, sys
+    base = os.environ["TW_SNAPSHOT"]
+    if tracemalloc.is_tracing():
+        tracemalloc.take_snapshot().dump(base + "." + str(os.getpid()))
+    kinds = collections.Counter(type(o).__name__ for o in gc.get_objects())
+    with open(base + ".objects", "a") as f:
+        f.write(f"blocks {sys.getallocatedblocks()} objects {sum(kinds.values())}\n")
+        for name, n in kinds.most_common(25):
+            f.write(f"  {name} {n}\n")
+    open(base + ".done", "w").close()
 if os.environ.get("TW_SNAPSHOT"):
     signal.signal(signal.SIGUSR1, _start)
     signal.signal(signal.SIGUSR2, _dump)
@@ -53,13 +61,15 @@ def rss(op: h.OperatorProcess) -> tuple[float, float]:
     return out["VmRSS"], out["VmHWM"]
 
 
-def snapshot(op: h.OperatorProcess, base: Path) -> tracemalloc.Snapshot:
+def snapshot(op: h.OperatorProcess, base: Path) -> tracemalloc.Snapshot | None:
+    """Live Python objects by type go to <base>.objects; a tracemalloc snapshot if tracing."""
     assert op.proc is not None
     done = Path(str(base) + ".done")
     done.unlink(missing_ok=True)
     os.kill(op.proc.pid, signal.SIGUSR2)
     h.wait_for(done.exists, timeout=120, what="snapshot")
-    return tracemalloc.Snapshot.load(f"{base}.{op.proc.pid}")
+    path = Path(f"{base}.{op.proc.pid}")
+    return tracemalloc.Snapshot.load(str(path)) if path.exists() else None
 
 
 def active(api: client.ApiClient, ns: str) -> int:
@@ -96,6 +106,7 @@ def main() -> None:
     (work / "hook").mkdir()
     (work / "hook" / "sitecustomize.py").write_text(HOOK)
     cp = controlplane.start(work / "cp")
+    op: h.OperatorProcess | None = None
     try:
         api = cp.api_client()
         controlplane.install_crds(api, ROOT / "crds")
@@ -119,9 +130,8 @@ def main() -> None:
         agent = env.as_agent()
         penv = dict(os.environ)
         penv["PYTHONPATH"] = f"{work / 'hook'}:{penv.get('PYTHONPATH', '')}"
-        if not args.no_trace:
-            penv["TW_FRAMES"] = str(args.frames)
-            penv["TW_SNAPSHOT"] = str(work / "snap")
+        penv["TW_FRAMES"] = str(args.frames)
+        penv["TW_SNAPSHOT"] = str(work / "snap")
         op = h.OperatorProcess(cp.kubeconfig, work / "op", "taskwarden-system", penv)
         (work / "op").mkdir()
         op.start(wait=False)
@@ -132,7 +142,7 @@ def main() -> None:
             assert op.proc is not None
             os.kill(op.proc.pid, signal.SIGUSR1)
             time.sleep(1)
-        s0 = None if args.no_trace else snapshot(op, work / "snap")
+        s0 = snapshot(op, work / "snap")
         t0 = time.monotonic()
         with ThreadPoolExecutor(4 if not args.no_trace else 8) as pool:
             list(pool.map(lambda i: create(agent, ns, i), range(args.tasks)))
@@ -140,7 +150,7 @@ def main() -> None:
         took = time.monotonic() - t0
         time.sleep(3)
         running = rss(op)
-        s1 = None if args.no_trace else snapshot(op, work / "snap")
+        s1 = snapshot(op, work / "snap")
         op.kill()
         t1 = time.monotonic()
         op.start(wait=False)
@@ -148,6 +158,8 @@ def main() -> None:
         started = time.monotonic() - t1
         time.sleep(3)
         after = rss(op)
+        snapshot(op, work / "snap")
+        print((work / "snap.objects").read_text())
         n = args.tasks
         print(f"tasks {n}: created and Active in {took:.1f}s; restart to healthy {started:.1f}s")
         print(f"idle RSS {idle[0]:.1f} MiB")
@@ -169,6 +181,8 @@ def main() -> None:
             print(f"traced total: {total / n:.1f} B/task")
         op.stop()
     finally:
+        if op is not None:
+            op.kill()  # its own session: it would outlive the control plane otherwise
         cp.stop()
 
 
