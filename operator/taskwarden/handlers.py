@@ -5,6 +5,10 @@ kopf annotations — on Pods and Secrets that matters), so deleting a task or a 
 waits on the operator. State lives in status and in the services' own indexes; which tasks an
 event affects is the index's answer (index.on_pod, on_policy, on_approval).
 
+AgentTasks are not watched here: they are the one kind that grows with load, and kopf's
+per-object handling would cost ~15 KiB each; runtime.py runs a lean LIST + WATCH for them
+(watch.py). kopf keeps start-up and clean-up, liveness, peering and the small watches below.
+
 Settings reach the handlers through kopf's memo: the CLI runs kopf with `memo(settings)`.
 """
 
@@ -51,11 +55,6 @@ async def stop_services(memo: kopf.Memo, **_: Any) -> None:
     rt = memo.get(RUNTIME)
     if rt is not None:
         await rt.stop()
-
-
-@kopf.on.event(names.GROUP, names.VERSION, "agenttasks", id="agenttask-events")
-async def task_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _rt(memo).reconciler.on_task_event(event.get("type"), body)
 
 
 @kopf.on.event("", "v1", "pods", id="pod-events")

@@ -1,7 +1,9 @@
 """The one thin async wrapper over the Kubernetes API used by every Taskwarden service.
 
 The official client is synchronous; each call runs on a dedicated thread pool so kopf's event
-loop never blocks. Only this module (and controlplane.py, for tests) imports `kubernetes`.
+loop never blocks. The streaming reads (paged LIST and WATCH, for watch.py) are native async
+over aiohttp with the same client configuration: a watch is cancellable and holds no thread.
+Only this module (and controlplane.py, for tests) imports `kubernetes`.
 Callers get plain dicts and `ApiError` with the HTTP status.
 """
 
@@ -11,10 +13,12 @@ import asyncio
 import builtins
 import functools
 import json
-from collections.abc import Callable, Mapping
+import ssl
+from collections.abc import AsyncGenerator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import aiohttp
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
@@ -27,6 +31,11 @@ config: Any = kubernetes.config
 GROUP, VERSION = names.GROUP, names.VERSION
 T = TypeVar("T")
 TASKS, POLICIES, APPROVALS = "agenttasks", "agentpolicies", "agentapprovals"
+CORE = frozenset({"pods"})
+"""Plurals served by the core API (/api/v1); every other plural is one of ours."""
+WATCH_SECONDS = 300
+LINE_LIMIT = 2**20
+"""aiohttp's reader refuses a line (one watch event) over twice this: 2 MiB per object."""
 
 
 class ApiError(Exception):
@@ -60,6 +69,7 @@ class Kube:
         self.events = client.EventsV1Api(self.api_client)
         self.coordination = client.CoordinationV1Api(self.api_client)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        self._http: aiohttp.ClientSession | None = None
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -76,6 +86,89 @@ class Kube:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.api_client.close()
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        self.close()
+
+    # ---------------------------------------------------------------- streaming reads (aiohttp)
+
+    def _url(self, plural: str, ns: str | None) -> str:
+        base = "/api/v1" if plural in CORE else f"/apis/{GROUP}/{VERSION}"
+        path = f"{base}/namespaces/{ns}/{plural}" if ns else f"{base}/{plural}"
+        return str(self.api_client.configuration.host).rstrip("/") + path
+
+    def _session(self) -> aiohttp.ClientSession:
+        """One session for the streaming reads, with the client's TLS and credentials."""
+        if self._http is None or self._http.closed:
+            cfg = self.api_client.configuration
+            tls: ssl.SSLContext | bool = False
+            if cfg.verify_ssl:
+                tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+                if cfg.cert_file:
+                    tls.load_cert_chain(cfg.cert_file, cfg.key_file)
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=tls, limit=0), read_bufsize=LINE_LIMIT
+            )
+        return self._http
+
+    def _headers(self) -> dict[str, str]:
+        # Re-read on every request: in a pod the client's hook reloads the rotated SA token.
+        auth = self.api_client.configuration.get_api_key_with_prefix("authorization")
+        return {"Accept": "application/json", **({"Authorization": auth} if auth else {})}
+
+    async def pages(
+        self, plural: str, ns: str | None = None, limit: int = 500
+    ) -> AsyncGenerator[tuple[builtins.list[dict[str, Any]], str], None]:
+        """LIST in pages of `limit`: yields (items, resourceVersion of the list) per page, so
+        the caller can process and drop each page. Every page belongs to the first page's
+        snapshot; a continue token that expired raises ApiError 410 (list again)."""
+        token = ""
+        rv = ""
+        while True:
+            params = {"limit": str(limit), **({"continue": token} if token else {})}
+            async with self._session().get(
+                self._url(plural, ns), params=params, headers=self._headers()
+            ) as resp:
+                if resp.status != 200:
+                    raise ApiError(resp.status, resp.reason or "", await resp.text())
+                doc = json.loads(await resp.read())
+            md = doc.get("metadata") or {}
+            rv = rv or md.get("resourceVersion", "")
+            token = md.get("continue") or ""
+            items = doc.get("items") or []
+            del doc
+            yield items, rv
+            if not token:
+                return
+
+    async def watch(
+        self, plural: str, ns: str | None, resource_version: str, seconds: int = WATCH_SECONDS
+    ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
+        """WATCH from `resource_version` with bookmarks: yields (type, object) as each event
+        line arrives, until the server ends the watch (about `seconds`). An ERROR event
+        raises ApiError with its code (410: the version is too old, list again)."""
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(seconds),
+        }
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=seconds + 30)
+        async with self._session().get(
+            self._url(plural, ns), params=params, headers=self._headers(), timeout=timeout
+        ) as resp:
+            if resp.status != 200:
+                raise ApiError(resp.status, resp.reason or "", await resp.text())
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = str(event.get("type") or ""), event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiError(int(obj.get("code") or 0), str(obj.get("reason") or ""))
+                yield kind, obj
 
     # ---------------------------------------------------------------- custom resources
 

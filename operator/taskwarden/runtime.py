@@ -3,8 +3,9 @@
 Called by handlers.py at kopf start-up and clean-up. Holds no logic of its own beyond order:
 load keys, the revocation list and the ledger, warm the indexes from one LIST each, sweep
 orphaned Secrets, revoke what the ledger holds for tasks gone or ended while no operator ran,
-and only then reconcile live tasks (which issues new credentials) and let kopf's watchers
-deliver tasks.
+and only then reconcile live tasks (which issues new credentials) from the task event
+source's paged LIST, and watch tasks from that list's version (watch.py; kopf watches only
+pods, policies and approvals).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskwarden import config, metrics, names, server
+from taskwarden import config, metrics, names, server, watch
 from taskwarden import index as index_mod
 from taskwarden import kube as kube_mod
 from taskwarden.index import Index
@@ -39,6 +40,8 @@ class Runtime:
     revocations: RevocationPublisher
     ledger: Ledger
     reconciler: Reconciler
+    source: watch.EventSource
+    """AgentTasks: listed at start (the resync) and watched from there, no body kept."""
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
     shards: Coordinator | None = None
@@ -87,28 +90,26 @@ class Runtime:
         )
 
     async def resync_tasks(self, only: Callable[[str], bool] | None = None) -> int:
-        """Reconcile every live task from one paged LIST, before kopf's own initial listing
-        (which delivers the same objects one event at a time, ~4 ms each, through per-object
-        workers). Expiries missed while down, Secrets missing after a crash and re-attestation
-        all happen here; kopf's later events for the same objects find nothing to do."""
+        """Reconcile every live task from one paged LIST, each page processed and dropped
+        before the next is read. At start this is the event source's own listing (watching
+        continues from its version: tasks are listed once, not twice); the periodic sweep and
+        a sharding take-over (``only``: the namespaces of the gained shards) run it without
+        moving the watch. Expiries missed while down, Secrets missing after a crash and
+        re-attestation all happen here."""
         t0 = time.monotonic()
-        live = [
-            t
-            for t in await self._list_each(lambda ns: self.kube.list(TASKS, ns))
-            if (t.get("status") or {}).get("phase") not in names.TERMINAL
-            and self.reconciler.ctx.owns(t["metadata"]["namespace"])  # sharding (h5)
-            and (only is None or only(t["metadata"]["namespace"]))
-        ]
-        sem = asyncio.Semaphore(32)
-
-        async def one(task: dict[str, Any]) -> None:
-            async with sem:
-                await self.reconciler.reconcile_now(task)
-
-        await asyncio.gather(*(one(t) for t in live))
+        if only is None and not self.source.watching:
+            n = await self.source.sync()
+        else:
+            n = await self.source.sweep(only=only)
         kube_mod.trim_memory()
-        log.info("resynced %d live tasks in %.2fs", len(live), time.monotonic() - t0)
-        return len(live)
+        log.info("resynced %d live tasks in %.2fs", n, time.monotonic() - t0)
+        return n
+
+    async def start_tasks(self) -> None:
+        """List and reconcile every live task, become active, then watch tasks."""
+        await self.resync_tasks()
+        self.set_active(True)
+        self.source.start()
 
     async def sweep(self) -> None:
         """Periodic full reconciliation: orphans, missed expiries, re-attestation."""
@@ -120,7 +121,10 @@ class Runtime:
             try:
                 await self.reconciler.resync_secrets()
                 await self.reconciler.resync_ledger()
-                await self.resync_tasks()  # reconciles from the LIST, no GET per task
+                t0 = time.monotonic()
+                n = await self.source.sweep()  # reconciles from the LIST, no GET per task
+                kube_mod.trim_memory()
+                log.info("swept %d live tasks in %.2fs", n, time.monotonic() - t0)
             except Exception:
                 log.exception("periodic sweep failed; next in %ss", interval)
 
@@ -150,8 +154,11 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.ledger.flush()
         with contextlib.suppress(Exception):
+            await self.source.stop()
+        with contextlib.suppress(Exception):
             await self.revocations.flush()
-        self.kube.close()
+        with contextlib.suppress(Exception):
+            await self.kube.aclose()
 
     def set_active(self, active: bool) -> None:
         """Let this replica reconcile (or stop it), and say so in taskwarden_replica_active."""
@@ -162,9 +169,9 @@ class Runtime:
         metrics.replica_active.set(1 if active else 0)
 
     async def on_shards_gained(self, gained: frozenset[int]) -> None:
-        """Sharding (h5): shards just taken over (a join, a leave, a crash). Whatever their
-        previous owner left undone (credentials of tasks ended or deleted since, expiries
-        missed, Secrets of a crash) is found here, as at start-up, for these shards only."""
+        """Sharding: shards just taken over (a join, a leave, a crash). Whatever their previous
+        owner left undone (credentials of tasks ended or deleted since, expiries missed,
+        Secrets of a crash) is found here, as at start-up, for these shards only."""
         assert self.shards is not None
         shards, lock = self.shards, self.extras.setdefault("resync_lock", asyncio.Lock())
         async with lock:
@@ -208,8 +215,19 @@ async def build(settings: config.Settings) -> Runtime:
     await revocations.load()
     await ledger.load()
     reconciler = Reconciler(kube, settings, index, keys, revocations, ledger, clock=time.time)
-    rt = Runtime(settings, kube, index, keys, revocations, ledger, reconciler)
-    if settings.watch.peering:  # sharding (h5): act only on shards whose Lease we hold
+    source = watch.EventSource(
+        kube,
+        TASKS,
+        settings.watch.namespaces,
+        on_listed=reconciler.reconcile_now,
+        on_event=reconciler.on_task_event,
+        # Sharding: tasks of shards this replica does not hold are dropped while listing
+        # (their events are dropped at the reconciler's entry, which checks owns() too).
+        wanted=lambda t: (t.get("status") or {}).get("phase") not in names.TERMINAL
+        and reconciler.ctx.owns(t["metadata"]["namespace"]),
+    )
+    rt = Runtime(settings, kube, index, keys, revocations, ledger, reconciler, source)
+    if settings.watch.peering:  # sharding: act only on shards whose Lease we hold
         rt.shards = Coordinator(kube, op_ns, settings.watch.peering, settings.sharding)
         rt.shards.on_gain, rt.shards.on_lose = rt.on_shards_gained, rt.on_shards_lost
         reconciler.ctx.owns = rt.shards.owns
@@ -223,10 +241,11 @@ async def build(settings: config.Settings) -> Runtime:
         signer=keys.signer,
     )
     if rt.shards is None:
-        await rt.resync_tasks()
         metrics.shards_configured.set(settings.sharding.shards)
         metrics.shards_owned.set(settings.sharding.shards)  # standalone: owns every shard
+        await rt.start_tasks()  # list and reconcile every live task, then watch
     else:
+        rt.set_active(True)  # every replica works, on the shards it holds
+        rt.source.start()  # lists (keeping only owned tasks), then watches
         rt.tasks.append(asyncio.create_task(rt.shards.run()))  # gains resync their shards
-    rt.set_active(True)  # every replica works; sharded ones on the shards they hold
     return rt
