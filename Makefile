@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration integration-webhook-mode lint format controlplane tools bench bench-hotpath render render-check image image-check lock e2e clean
+.PHONY: demo test postgres unit integration integration-webhook-mode lint format controlplane tools bench bench-hotpath render render-check image image-check lock e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,17 +28,20 @@ ADMISSION_TESTS := tests/integration/test_admission.py tests/integration/test_ad
   tests/integration/test_credential_attacks.py tests/integration/test_delegation_depth.py \
   tests/integration/test_local_run_needs_admission.py
 
-test: controlplane tools  ## unit + integration tests (real etcd + kube-apiserver + controller-manager)
+test: controlplane tools postgres  ## unit + integration tests (real etcd + kube-apiserver + controller-manager)
 	$(VENV)/bin/pytest tests/unit tests/integration
 	$(MAKE) integration-webhook-mode
 
 integration-webhook-mode: controlplane tools  ## the admission tests with TASKWARDEN_ADMISSION_MODE=webhook
 	TASKWARDEN_ADMISSION_MODE=webhook $(VENV)/bin/pytest $(ADMISSION_TESTS)
 
+postgres:  ## the PostgreSQL server binaries the credential-backend tests start (distro package if missing)
+	bash hack/ensure-postgres.sh
+
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit
 
-integration: controlplane tools
+integration: controlplane tools postgres
 	$(VENV)/bin/pytest tests/integration
 
 lint: $(STAMP)  ## ruff, the layer contracts (import-linter) and mypy --strict

@@ -223,8 +223,10 @@ async def build(settings: config.Settings) -> Runtime:
         on_event=reconciler.on_task_event,
         # Sharding: tasks of shards this replica does not hold are dropped while listing
         # (their events are dropped at the reconciler's entry, which checks owns() too).
-        wanted=lambda t: (t.get("status") or {}).get("phase") not in names.TERMINAL
-        and reconciler.ctx.owns(t["metadata"]["namespace"]),
+        wanted=lambda t: (
+            (t.get("status") or {}).get("phase") not in names.TERMINAL
+            and reconciler.ctx.owns(t["metadata"]["namespace"])
+        ),
     )
     rt = Runtime(settings, kube, index, keys, revocations, ledger, reconciler, source)
     if settings.watch.peering:  # sharding: act only on shards whose Lease we hold
