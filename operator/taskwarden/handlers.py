@@ -7,7 +7,8 @@ event affects is the index's answer (index.on_pod, on_policy, on_approval).
 
 AgentTasks are not watched here: they are the one kind that grows with load, and kopf's
 per-object handling would cost ~15 KiB each; runtime.py runs a lean LIST + WATCH for them
-(watch.py). kopf keeps start-up and clean-up, liveness, peering and the small watches below.
+(watch.py). kopf keeps start-up and clean-up, liveness and the small watches below (replicas share
+the work through Leases, sharding/, not kopf peering).
 
 Settings reach the handlers through kopf's memo: the CLI runs kopf with `memo(settings)`.
 """

@@ -60,7 +60,7 @@ class Runtime:
         return out
 
     async def warm(self) -> None:
-        """Rebuild the indexes from one LIST each (at start and when a standby takes over: its
+        """Rebuild the indexes from one LIST each (at start: its
         watches were paused, so what it remembers may be stale), then sweep orphaned Secrets."""
         t0 = time.monotonic()
         self.index.pods.clear()
@@ -117,7 +117,7 @@ class Runtime:
         while True:
             await asyncio.sleep(interval)
             if not self.reconciler.active.is_set():
-                continue  # a standby's indexes are stale: only the active replica sweeps
+                continue  # not started yet, or shutting down
             try:
                 await self.reconciler.resync_secrets()
                 await self.reconciler.resync_ledger()
@@ -140,21 +140,23 @@ class Runtime:
 
     async def stop(self) -> None:
         if self.shards is not None:
-            with contextlib.suppress(Exception):
-                await self.shards.stop()  # hand our shards over now, not a lease later
+            self.shards.fence()  # act on nothing from here on; the Leases are still ours
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
             with contextlib.suppress(BaseException):
                 await t
+        with contextlib.suppress(Exception):
+            await self.source.stop()  # no reconcile is left halfway through its writes
+        if self.shards is not None:
+            with contextlib.suppress(Exception):
+                await self.shards.stop()  # hand our shards over now, not a lease later
         hooks = self.extras.pop("webhooks", None)
         if hooks is not None:
             with contextlib.suppress(Exception):
                 await hooks.stop()
         with contextlib.suppress(Exception):
             await self.ledger.flush()
-        with contextlib.suppress(Exception):
-            await self.source.stop()
         with contextlib.suppress(Exception):
             await self.revocations.flush()
         with contextlib.suppress(Exception):

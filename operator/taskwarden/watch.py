@@ -10,7 +10,7 @@ once its callback returns: only the events still waiting for their object's prev
 Called by runtime.py: `sync()` at start (and on take-over) is the start-up resync, each page
 processed and dropped before the next is read; `start()` then watches from where the list
 left off (bookmarks keep that version fresh; 410 Gone lists again; any other failure
-reconnects with backoff); `stop()` when the replica goes standby. `sweep()` is the periodic
+reconnects with backoff); `stop()` at shutdown. `sweep()` is the periodic
 full pass, which does not move the watch's version.
 """
 

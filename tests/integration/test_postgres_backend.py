@@ -217,15 +217,23 @@ def test_inexpressible_scopes_are_refused_naming_the_field(
     with pytest.raises(ApiException) as e:
         h.create(api, namespace, "agentpolicies", bad)
     assert e.value.status == 422 and "resources" in e.value.body
-    # The task: refused at admission, naming the scope's field.
+    # The task: refused at admission (webhook mode), naming the scope's field. In CEL mode an
+    # agent's own task makes no webhook call and CEL cannot see which tools a policy backs, so
+    # the same rule refuses it at the decision: Denied, BackendCannotExpress, no role created.
+    kwargs: dict[str, Any] = dict(
+        tool="postgres", actions=("select",), resources=("db:sales/**",), audiences=(AUD,)
+    )
+    if h.CEL_MODE:
+        pg, _ = postgres
+        before = set(pg.roles())
+        pg_env.create_task("glob", **kwargs)
+        st = h.wait_phase(api, namespace, "glob", "Denied")["status"]
+        assert st["reason"] == "BackendCannotExpress", st
+        assert "db:sales/**" in st["message"] and "postgres" in st["message"], st
+        assert set(pg.roles()) == before
+        return
     with pytest.raises(ApiException) as e:
-        pg_env.create_task(
-            "glob",
-            tool="postgres",
-            actions=("select",),
-            resources=("db:sales/**",),
-            audiences=(AUD,),
-        )
+        pg_env.create_task("glob", **kwargs)
     assert e.value.status in (400, 403, 422)
     assert "spec.scopes[0].resources[0]" in e.value.body
     assert "postgres" in e.value.body

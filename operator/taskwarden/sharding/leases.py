@@ -75,6 +75,9 @@ class Coordinator:
         self.on_lose: Callable[[frozenset[int]], None] | None = None
         self._resyncs: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self._reacquired: set[str] = set()
+        """Slots acquired again after our acting deadline lapsed (a renewal that ran late):
+        work dropped meanwhile is recovered by treating them as gained (a resync)."""
         metrics.shards_configured.set(self.shards)
         metrics.shards_owned.set(0)
 
@@ -208,6 +211,7 @@ class Coordinator:
                 self.last_renew[slot] = now
                 if action == ring.ACQUIRE:
                     log.info("acquired Lease %s", name)
+                    self._reacquired.add(slot)
             elif action == ring.RENEW:
                 log.warning("lost Lease %s: it changed under us", name)
                 self.held_until.pop(slot, None)
@@ -240,7 +244,11 @@ class Coordinator:
             for i in range(self.shards)
             if ring.acting(self.held_until.get(ring.slot_name(i)), now)
         )
-        gained, lost = owned - self.owned, self.owned - owned
+        # A shard we still counted as owned but had to acquire again stopped being acted on
+        # in between (events and deadlines were dropped): count it as gained, to resync it.
+        before = frozenset(i for i in self.owned if ring.slot_name(i) not in self._reacquired)
+        self._reacquired.clear()
+        gained, lost = owned - before, before - owned
         self.owned = owned
         metrics.shards_owned.set(len(owned))
         if lost:
@@ -273,11 +281,18 @@ class Coordinator:
                 self._settle()  # shards whose deadline passed are dropped all the same
             await asyncio.sleep(max(0.0, period - (self.clock() - t0)))
 
-    async def stop(self) -> None:
-        """Graceful exit: stop acting, release every Lease we hold, leave the member set."""
+    def fence(self) -> None:
+        """Stop acting on every shard at once (owns() is False from here on) and never
+        acquire again; the Leases stay held until `stop`, so no other replica takes a shard
+        while work of ours may still be in flight."""
         self.stopping = True
         self.held_until.clear()
         self._settle()
+
+    async def stop(self) -> None:
+        """Graceful exit: stop acting, release every Lease we hold, leave the member set.
+        Call it after the work in flight has stopped (Runtime.stop fences first)."""
+        self.fence()
         for slot in self.slots:
             self.releasing.add(slot)
         with contextlib.suppress(Exception):

@@ -118,6 +118,11 @@ async def issue(
     if kind == "reissue" and old.get("jti"):
         # The previous token may have reached the pod before the crash: revoke it.
         revoke.retire(ctx, uid, {old["jti"]: timeutil.parse(old["expiresAt"])})
+    if not ctx.owns(ns):
+        # Sharding: this replica stopped acting on the task's shard while the status was being
+        # written (shutdown or a lapsed Lease). Status names the jti, as after a crash here:
+        # the shard's next owner finds no credential for it and reissues.
+        return
     extra = await _backends(ctx, body, plans, claims, patch, kind, now) if plans else {}
     if extra is None:
         return
