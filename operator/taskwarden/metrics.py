@@ -77,7 +77,8 @@ live_tasks = Gauge(
 )
 replica_active = Gauge(
     "taskwarden_replica_active",
-    "1 while this replica reconciles tasks (on the shards it holds); 0 before start and at shutdown.",
+    "1 while this replica reconciles tasks (on the shards it holds); 0 before start and at "
+    "shutdown.",
 )
 shards_owned = Gauge(
     "taskwarden_shards_owned",
