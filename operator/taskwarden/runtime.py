@@ -161,6 +161,10 @@ class Runtime:
             await self.revocations.flush()
         with contextlib.suppress(Exception):
             await self.kube.aclose()
+        list_kube = self.extras.pop("list_kube", None)
+        if list_kube is not None:
+            with contextlib.suppress(Exception):
+                await list_kube.aclose()
 
     def set_active(self, active: bool) -> None:
         """Let this replica reconcile (or stop it), and say so in taskwarden_replica_active."""
@@ -205,8 +209,12 @@ async def build(settings: config.Settings) -> Runtime:
     index = Index()
     op_ns = settings.watch.operator_namespace
     keys = KeyManager(kube, op_ns, settings.keys)
+    # The revocation list gets its own two connections: under a burst of completions the
+    # shared pool is queued with Secret deletes and status writes, and the list write (the
+    # moment a token stops verifying) must not wait behind them.
+    list_kube = Kube(workers=2)
     revocations = RevocationPublisher(
-        kube,
+        list_kube,
         op_ns,
         settings.lifecycle,
         retire_keys=keys.emergency_rotate,
@@ -231,6 +239,7 @@ async def build(settings: config.Settings) -> Runtime:
         ),
     )
     rt = Runtime(settings, kube, index, keys, revocations, ledger, reconciler, source)
+    rt.extras["list_kube"] = list_kube
     if settings.watch.peering:  # sharding: act only on shards whose Lease we hold
         rt.shards = Coordinator(kube, op_ns, settings.watch.peering, settings.sharding)
         rt.shards.on_gain, rt.shards.on_lose = rt.on_shards_gained, rt.on_shards_lost
