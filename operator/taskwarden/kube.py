@@ -115,8 +115,13 @@ class Kube:
 
     def _headers(self) -> dict[str, str]:
         # Re-read on every request: in a pod the client's hook reloads the rotated SA token.
-        auth = self.api_client.configuration.get_api_key_with_prefix("authorization")
-        return {"Accept": "application/json", **({"Authorization": auth} if auth else {})}
+        # The client's own auth settings, so every way it stores the token (kubeconfig and
+        # in-cluster: key `BearerToken`, older clients: `authorization`) is honoured.
+        headers = {"Accept": "application/json"}
+        for auth in self.api_client.configuration.auth_settings().values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[str(auth["key"])] = str(auth["value"])
+        return headers
 
     async def pages(
         self, plural: str, ns: str | None = None, limit: int = 500

@@ -19,7 +19,6 @@ import base64
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -213,10 +212,15 @@ def test_rotation_behind_serves_the_earliest_expiry_first_and_says_so(
 async def _renew_scenario(cfg: Any, ns: str) -> None:
     kube = Kube(cfg)
     try:
-        uid = str(uuid.uuid4())
+        # The Secret's controller must exist, or the garbage collector deletes the Secret under
+        # the test; an AgentTask would be acted on by the session operator, so a ConfigMap owns
+        # it (renewal_patch tests the controller UID, whatever its kind).
+        owner = await kube.create_configmap(ns, {"metadata": {"name": "renewed-owner"}})
+        uid = owner["metadata"]["uid"]
+        ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "renewed-owner", "uid": uid}
 
         def secret(jti: str, token: str) -> dict[str, Any]:
-            return delivery.credential_secret(
+            body = delivery.credential_secret(
                 namespace=ns,
                 task_name="renewed",
                 task_uid=uid,
@@ -226,6 +230,8 @@ async def _renew_scenario(cfg: Any, ns: str) -> None:
                 spiffe_id="spiffe://cluster.local/ns/x/sa/agent",
                 jwks={"keys": []},
             )
+            body["metadata"]["ownerReferences"] = [{**ref, "controller": True}]
+            return body
 
         await delivery.deliver(kube, secret("jti-1", "token-1"))
         assert await delivery.renew(kube, secret("jti-2", "token-2"), "jti-1")
