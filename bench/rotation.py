@@ -114,6 +114,39 @@ def api_requests(api: client.ApiClient) -> dict[str, float]:
     return out
 
 
+def apiserver_profile(api: client.ApiClient, seconds: int, out: Path) -> threading.Thread:
+    """Fetch a Go CPU profile of kube-apiserver (/debug/pprof) in the background: where the
+    API server's CPU goes per request kind (`go tool pprof -top <out>`)."""
+
+    def fetch() -> None:
+        method, url, headers, body, post = api.param_serialize(
+            "GET",
+            "/debug/pprof/profile",
+            query_params=[("seconds", str(seconds))],
+            auth_settings=["BearerToken"],
+        )
+        resp = api.call_api(method, url, headers, body, post, _request_timeout=seconds + 60)
+        resp.read()
+        out.write_bytes(resp.data)
+
+    t = threading.Thread(target=fetch, daemon=True)
+    t.start()
+    return t
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each process so far (/proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
     """py-spy (when installed next to this Python) records the operator for `seconds`."""
     spy = Path(sys.executable).parent / "py-spy"
@@ -169,7 +202,7 @@ def baseline_tree(ref: str) -> Path:
 
 def run_variant(name: str, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"variant": name}
-    with environment(**env) as (_cp, api, op):
+    with environment(**env) as (cp, api, op):
         assert op.proc is not None
         ns = "rot"
         h.agent_namespace(api, ns)
@@ -191,6 +224,13 @@ def run_variant(name: str, env: dict[str, str], args: argparse.Namespace) -> dic
         spy = None
         if args.profile:
             spy = profile(op.proc.pid, min(args.measure, 60), Path(f"/tmp/rotation-{name}.raw"))
+        apis = None
+        if args.apiserver_profile:
+            apis = apiserver_profile(
+                api, int(min(args.measure, 60)), Path(f"/tmp/apiserver-{name}.pprof")
+            )
+        procs = {**cp.pids, "operator": op.proc.pid, "bench (watcher)": os.getpid()}
+        cpu0 = cpu_seconds(procs)
         r0, m0 = op.metric("taskwarden_credentials_issued_total", kind="rotate"), time.monotonic()
         end = m0 + args.measure
         rss_start = rss_mib(op.proc.pid)
@@ -208,12 +248,21 @@ def run_variant(name: str, env: dict[str, str], args: argparse.Namespace) -> dic
                 print(json.dumps({"variant": name, **samples[-1]}), flush=True)
         r1, m1 = op.metric("taskwarden_credentials_issued_total", kind="rotate"), time.monotonic()
         calls1 = api_requests(api)
+        cpu1 = cpu_seconds(procs)
+        res["cores_used"] = {
+            k: round((cpu1[k] - cpu0[k]) / (m1 - m0), 2) for k in cpu1 if k in cpu0
+        }
+        res["cpu_ms_per_rotation"] = {
+            k: round(1000 * (cpu1[k] - cpu0[k]) / max(r1 - r0, 1.0), 1) for k in cpu1 if k in cpu0
+        }
         rotated = max(r1 - r0, 1.0)
         res["api_calls_per_rotation"] = {
             k: round((calls1[k] - calls0.get(k, 0.0)) / rotated, 2)
             for k in sorted(calls1)
             if calls1[k] - calls0.get(k, 0.0) > 0
         }
+        if apis is not None:
+            apis.join(timeout=120)
         if spy is not None:
             try:
                 spy.wait(timeout=300)
@@ -261,7 +310,14 @@ def main() -> None:
     ap.add_argument("--rotate-fraction", type=float, default=ROTATE_FRACTION)
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--profile", action="store_true", help="py-spy the operator while measuring")
+    ap.add_argument(
+        "--apiserver-profile",
+        action="store_true",
+        help="CPU profile of kube-apiserver while measuring: /tmp/apiserver-<variant>.pprof",
+    )
     args = ap.parse_args()
+    if args.apiserver_profile:
+        os.environ["TASKWARDEN_CP_PROFILING"] = "1"  # controlplane: --profiling=true
     if args.soak_minutes:
         args.measure = args.soak_minutes * 60
         args.sample = 10.0

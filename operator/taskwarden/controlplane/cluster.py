@@ -302,7 +302,8 @@ def start(
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
-                "--profiling=false",
+                # bench/rotation.py --apiserver-profile: where the API server's CPU goes.
+                f"--profiling={'true' if os.environ.get('TASKWARDEN_CP_PROFILING') else 'false'}",
                 "--watch-cache=true",
                 "--event-ttl=1h",
                 # It taints every new Node not-ready, and only the node lifecycle controller lifts
