@@ -142,10 +142,14 @@ async def issue(
     ctx.scheduler.schedule(key, "expire", expires_at)
     if kind != "rotate":
         ctx.post_event(body, "Normal", patch["reason"], patch["message"], "Issue")
-    elif late is not None and not explain.rotation_behind(st):
+    elif (
+        late is not None and not explain.rotation_behind(st) and ctx.behind_events.take(ctx.clock())
+    ):
         # A routine rotation posts no Event (the audit line records it): one API write less
         # per rotation. The first late one does, when the condition flips: while a task stays
         # behind, further Events would only add writes to an operator that is short of them.
+        # Rate-limited across tasks (rotation.EVENT_RATE): when the whole operator falls
+        # behind, thousands flip at once; the condition on each task and the alert say it.
         msg = explain.rotation_late_message(late, (st.get("credential") or {}).get("expiresAt"))
         ctx.post_event(body, "Warning", rotation.BEHIND, msg, "Rotate")
     audit.emit(
@@ -240,12 +244,16 @@ async def keep(
     verdict: Verdict,
     expires_at: float,
     now: float,
+    *,
+    fresh: bool = True,
 ) -> bool:
     """An Active task stays Active: make sure its Secret holds the token status names, and
     rotate once its rotation deadline (rotation.deadline_of) has passed. Only the rotation
     queue rotates (tasks/scheduler.py): any other reconcile that finds a rotation due hands
     it to the queue, so that rotations run in order of expiry and within their concurrency
-    limit. True when it issued a token (a rotation, or a reissue after a crash)."""
+    limit. True when it issued a token (a rotation, or a reissue after a crash). `fresh`: the
+    body was just read (GET), not taken from a watch event or a LIST that may predate this
+    process's own last write."""
     ns, name, _ = meta(body)
     key = (ns, name)
     cred = (body.get("status") or {}).get("credential") or {}
@@ -253,7 +261,16 @@ async def keep(
     ctx.holds_credential(key, True)
     skey = (ns, delivery.secret_name(name))
     exchanged = delivery.exchanged(body.get("spec") or {})
-    if not exchanged and ctx.index.secrets.get(skey) != jti:
+    written = ctx.index.secrets.get(skey)
+    if not exchanged and written is not None and written != jti and not fresh:
+        # This process wrote another token into that Secret, after a status that named it:
+        # the body is older than our own write (a sweep's LIST taken while tasks rotate, a
+        # lagging watch). Read the task again rather than act on it: acting would reissue,
+        # and the conditioned status write would only fail, after a ledger write and a
+        # revocation for a token that never left this process.
+        ctx.scheduler.schedule(key, "retry", now)
+        return False
+    if not exchanged and written != jti:
         # Not written by this process (another replica, before a restart): look, then act.
         secret = await ctx.kube.get_secret(*skey)
         held = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(

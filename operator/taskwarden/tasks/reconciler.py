@@ -131,7 +131,7 @@ class Reconciler:
                     self.ctx.forget(key)
                     return
                 raise
-            await self._guarded(key, body)
+            await self._guarded(key, body, fresh=True)
 
     def refresh_soon(self, keys: list[Key]) -> None:
         for key in keys:
@@ -155,9 +155,11 @@ class Reconciler:
         """List (then drop) every ledger entry whose task is gone, terminal or moved on."""
         return await sweep.resync_ledger(self.ctx, self.lock)
 
-    async def _guarded(self, key: Key, body: Body) -> None:
+    async def _guarded(self, key: Key, body: Body, *, fresh: bool = False) -> None:
+        """`fresh`: the body was just read by a GET; a watch event or a LIST can be older than
+        this process's own last write (a lagging watch, a sweep's LIST under rotation)."""
         try:
-            await self._reconcile(body)
+            await self._reconcile(body, fresh)
         except ApiError as e:
             if e.status == 409:
                 # Someone else wrote first (the task changed, or another replica): re-read.
@@ -178,7 +180,7 @@ class Reconciler:
 
     # ------------------------------------------------------------------ gather, check, act
 
-    async def _reconcile(self, body: Body) -> None:
+    async def _reconcile(self, body: Body, fresh: bool) -> None:
         ns, name, uid = meta(body)
         key = (ns, name)
         spec = body.get("spec") or {}
@@ -208,7 +210,7 @@ class Reconciler:
             ((body.get("status") or {}).get("decision") or {}).get("needsApproval")
         )
         action = transitions.action(phase, needed_approval, verdict)
-        new_phase, issued = await self._act(action, facts, verdict, now)
+        new_phase, issued = await self._act(action, facts, verdict, now, fresh)
         if new_phase != phase or issued:
             self._count(stopped_at, facts)
 
@@ -225,13 +227,15 @@ class Reconciler:
             metrics.identity_verifications.labels(result="ok" if att.ok else att.reason).inc()
 
     async def _act(
-        self, action: str, facts: Facts, verdict: Verdict, now: float
+        self, action: str, facts: Facts, verdict: Verdict, now: float, fresh: bool = False
     ) -> tuple[str | None, bool]:
         """Call the actor; returns the phase the task is in afterwards, and whether a
         credential was issued (first issue, rotation, reissue)."""
         ctx, body = self.ctx, facts.body
         if action == transitions.KEEP:
-            issued = await issue.keep(ctx, body, facts.req, verdict, facts.expires_at, now)
+            issued = await issue.keep(
+                ctx, body, facts.req, verdict, facts.expires_at, now, fresh=fresh
+            )
             return (body.get("status") or {}).get("phase"), issued
         return await self._change(action, facts, verdict, now), action == transitions.ISSUE
 

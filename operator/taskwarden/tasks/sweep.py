@@ -70,6 +70,16 @@ async def _get_task(ctx: Context, key: Key) -> dict[str, Any] | None:
         return None
 
 
+def _delivered_here(ctx: Context, e: ledger.Entry, task: dict[str, Any] | None) -> bool:
+    """The task was listed Active, and this process has since put the entry's token into its
+    Secret, after a status that named it: the entry is the task's current one (newer than the
+    LIST, which is why judge doubts it), and the task's own end will revoke it. No GET needed
+    to keep it (under rotation, a sweep would otherwise read most tasks again)."""
+    if task is None or ((task.get("status") or {}).get("phase")) != "Active":
+        return False
+    return ctx.index.secrets.get((e.namespace, delivery.secret_name(e.name))) == e.jti
+
+
 async def resync_ledger(ctx: Context, lock: Lock) -> int:
     """List every ledger entry whose task is gone, not Active, or moved past it without ever
     naming it (ledger.judge), then drop it; drop expired entries. Returns how many were
@@ -97,7 +107,7 @@ async def resync_ledger(ctx: Context, lock: Lock) -> int:
             expired.append(e)
         elif verdict == ledger.REVOKE and (task is None or task["metadata"]["uid"] != e.uid):
             revoked.append(e)
-        elif verdict == ledger.REVOKE:
+        elif verdict == ledger.REVOKE and not _delivered_here(ctx, e, task):
             suspects.append(e)
     sem = asyncio.Semaphore(32)
 
@@ -166,7 +176,9 @@ async def resync_secrets(ctx: Context, lock: Lock) -> int:
             removed += 1
             log.info("removed orphaned credential secret %s/%s", ns, sname)
         else:
-            ctx.index.secrets[(ns, sname)] = jti
+            # What this process wrote since the LIST wins: the Secret and the task were listed
+            # at different instants, and rotations went on in between.
+            ctx.index.secrets.setdefault((ns, sname), jti)
     for k in list(ctx.index.secrets):
         if k not in seen:
             ctx.index.secrets.pop(k, None)
