@@ -81,3 +81,31 @@ def slack_used(now: float, due_at: float, token_exp: float) -> float:
     if span <= 0:
         return 1.0 if now >= token_exp else 0.0
     return max(0.0, (now - due_at) / span)
+
+
+EVENT_RATE = 1.0
+EVENT_BURST = 10.0
+"""Warning Events for rotations falling behind: at most EVENT_BURST at once, then EVENT_RATE
+per second for the whole operator. An overloaded operator flips many tasks to
+`RotationOnTime=False` at once; one Event each would add an API write per task exactly when
+writes are short. Every task still gets the condition; the metric and alert tell the whole."""
+
+
+class Budget:
+    """A token bucket on an injected clock: `take(now)` is True while the budget allows."""
+
+    def __init__(self, rate: float = EVENT_RATE, burst: float = EVENT_BURST) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"rate must be > 0 and burst >= 1, got {rate}, {burst}")
+        self.rate, self.burst = rate, burst
+        self._tokens = burst
+        self._at: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + max(0.0, now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False

@@ -199,7 +199,7 @@ def test_rotation_behind_serves_the_earliest_expiry_first_and_says_so(
             assert (cond["status"], cond["reason"]) == ("True", rotation.CAUGHT_UP)
         phases = {t["metadata"]["name"]: t["status"]["phase"] for t in _tasks(api, namespace)}
         assert {phases[n] for n in names_[KEEP:]} == {"Expired"}
-        # Routine rotations post no Event; late ones post one Warning each.
+        # Routine rotations post no Event; late ones post a Warning (rate-limited overall).
         events = client.EventsV1Api(api).list_namespaced_event(namespace).items
         reasons = {e.reason for e in events}
         assert "Rotated" not in reasons

@@ -265,3 +265,16 @@ def test_a_rotation_is_late_past_a_tenth_of_its_life_and_slack_is_ttl_free() -> 
     assert rotation.slack_used(7.75, 5.5, 10.0) == pytest.approx(0.5)
     assert rotation.slack_used(10.0, 5.5, 10.0) == pytest.approx(1.0)
     assert rotation.slack_used(465.0, 330.0, 600.0) == pytest.approx(0.5)
+
+
+def test_behind_events_are_budgeted_across_tasks() -> None:
+    """Thousands of tasks flipping to RotationBehind at once post a burst of Events, then one
+    per second, whatever the number of tasks; an idle second earns one back."""
+    budget = rotation.Budget(rate=1.0, burst=3)
+    assert [budget.take(100.0) for _ in range(5)] == [True, True, True, False, False]
+    assert budget.take(100.5) is False
+    assert budget.take(101.0) is True
+    assert budget.take(101.0) is False
+    assert [budget.take(200.0) for _ in range(4)] == [True, True, True, False]  # capped at burst
+    with pytest.raises(ValueError):
+        rotation.Budget(rate=0.0)

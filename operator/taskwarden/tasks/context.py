@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskwarden import metrics
+from taskwarden import metrics, rotation
 from taskwarden.backends.registry import Registry
 from taskwarden.config import Settings
 from taskwarden.credentials.keymanager import KeyManager
@@ -60,6 +60,8 @@ class Context:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     backends: Registry | None = None
     """Credential backends (tasks/backing.py makes it on first use)."""
+    behind_events: rotation.Budget = field(default_factory=rotation.Budget)
+    """How many `RotationBehind` Warning Events may still be posted (rotation.EVENT_RATE)."""
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         t = asyncio.create_task(coro)
