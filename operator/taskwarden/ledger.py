@@ -1,4 +1,4 @@
-"""The store of the ledger of live credentials: 16 ConfigMaps `taskwarden-ledger-NN` in the
+"""The store of the ledger of live credentials: ConfigMaps `taskwarden-ledger-NN-MM` in the
 operator namespace (record format and shards: credentials/ledger.py; docs/operations.md).
 
 Called by tasks/issue.py (`add`, awaited before the status write that names the jti), by
@@ -44,23 +44,50 @@ class _Shard:
 class Ledger:
     def __init__(self, kube: Kube, namespace: str, task_shards: int = fmt.SHARDS) -> None:
         self.kube, self.namespace, self.task_shards = kube, namespace, task_shards
-        self.shards = {n: _Shard(n) for n in fmt.shard_names()}
-        self._names = fmt.shard_names()
+        self.shards: dict[str, _Shard] = {}
+        """The ConfigMaps that exist (or are being created); the others are not held."""
+        self._legacy = fmt.shard_names()
 
-    def shard_for(self, namespace: str) -> str:
-        """The ConfigMap of the entries of tasks in `namespace`: their task shard's
-        (sharding/ring.py) modulo 16. With 16 task shards (the default) every ConfigMap then
-        has one writer, the replica holding that shard, and sharded replicas never conflict on
-        it (with three writers per ConfigMap, bursts of rotations ran out of retries)."""
-        return self._names[ring.shard_of(namespace, self.task_shards) % fmt.SHARDS]
+    def _shard(self, name: str) -> _Shard:
+        shard = self.shards.get(name)
+        if shard is None:
+            shard = self.shards[name] = _Shard(name)
+        return shard
+
+    def shard_for(self, namespace: str, uid: str) -> str:
+        """The ConfigMap of a task's entries: its task shard's group (sharding/ring.py, modulo
+        16), then its UID (credentials/ledger.py SUBSHARDS). With 16 task shards (the default)
+        every ConfigMap has one writer, the replica holding that shard, and sharded replicas
+        never conflict on it (with three writers per ConfigMap, bursts of rotations ran out of
+        retries)."""
+        return fmt.store_name(ring.shard_of(namespace, self.task_shards), uid)
+
+    def _legacy_for(self, namespace: str) -> str:
+        """Where versions before SUBSHARDS put the entries of tasks in `namespace`."""
+        return self._legacy[ring.shard_of(namespace, self.task_shards) % fmt.SHARDS]
 
     async def load(self) -> None:
-        """Read every shard (at start-up, on take-over and before each sweep)."""
-        await asyncio.gather(*(self._load(s) for s in self.shards.values()))
+        """Read every ConfigMap the ledger may use (at start-up, on take-over and before each
+        sweep): one GET per name, cheap when it does not exist; the role may not list."""
+        sem = asyncio.Semaphore(32)
 
-    async def _load(self, shard: _Shard) -> None:
-        async with shard.lock:
-            await self._read(shard)
+        async def one(name: str) -> None:
+            async with sem:
+                if name in self.shards:
+                    shard = self.shards[name]
+                    async with shard.lock:
+                        await self._read(shard)
+                    return
+                cm = await self.kube.get_configmap(self.namespace, name)
+                if cm is None or name in self.shards:
+                    return  # absent, or created by a write meanwhile (that write holds it)
+                shard = self._shard(name)
+                async with shard.lock:
+                    if shard.rv is None:  # else a write got there first, and knows better
+                        shard.data = dict(cm.get("data") or {})
+                        shard.rv = cm["metadata"]["resourceVersion"]
+
+        await asyncio.gather(*(one(n) for n in fmt.all_names()))
 
     async def _read(self, shard: _Shard) -> None:
         cm = await self.kube.get_configmap(self.namespace, shard.name)
@@ -80,12 +107,20 @@ class Ledger:
 
     def entries_of(self, uid: str, namespace: str | None = None) -> list[fmt.Entry]:
         """The entries of one task (its current token and any rotated-out one still valid):
-        in its namespace's shard, or where versions before sharding put them (by UID); every
-        shard when the namespace is not given."""
+        in its ConfigMap, or where earlier versions put them (by namespace alone, by UID
+        alone); every ConfigMap when the namespace is not given."""
         if namespace is None:
             names = list(self.shards)
         else:
-            names = list({self.shard_for(namespace), fmt.shard_of(uid)})
+            names = [
+                n
+                for n in {
+                    self.shard_for(namespace, uid),
+                    self._legacy_for(namespace),
+                    fmt.shard_of(uid),
+                }
+                if n in self.shards
+            ]
         out: list[fmt.Entry] = []
         for n in names:
             good, _ = fmt.entries(self.shards[n].data)
@@ -97,14 +132,16 @@ class Ledger:
 
     def add(self, entry: fmt.Entry) -> asyncio.Future[None]:
         """Record a credential about to exist; resolves once its shard holds it durably."""
-        return self._change(self.shard_for(entry.namespace), {entry.jti: fmt.encode(entry)})
+        return self._change(
+            self.shard_for(entry.namespace, entry.uid), {entry.jti: fmt.encode(entry)}
+        )
 
     def remove(
         self, uid: str, jtis: Iterable[str], namespace: str | None = None
     ) -> asyncio.Future[None]:
         """Drop entries of one task: only once their jti is listed, or they have expired. Each
         from the shard that holds it (by namespace since sharding, by UID before)."""
-        default = self.shard_for(namespace) if namespace is not None else fmt.shard_of(uid)
+        default = self.shard_for(namespace, uid) if namespace is not None else fmt.shard_of(uid)
         by_shard: dict[str, list[str]] = {}
         for jti in jtis:
             where = next((s.name for s in self.shards.values() if jti in s.data), default)
@@ -122,7 +159,7 @@ class Ledger:
         return asyncio.ensure_future(_all(futs))
 
     def _change(self, name: str, changes: dict[str, str | None]) -> asyncio.Future[None]:
-        shard = self.shards[name]
+        shard = self._shard(name)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         shard.pending.update(changes)
         shard.waiters.append(fut)

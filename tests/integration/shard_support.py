@@ -167,13 +167,9 @@ def settled(
 def ledger_entries(api: client.ApiClient, operator_ns: str) -> list[ledger.Entry]:
     core = client.CoreV1Api(api)
     out: list[ledger.Entry] = []
-    for name in ledger.shard_names():
-        try:
-            cm = core.read_namespaced_config_map(name, operator_ns)
-        except client.ApiException as e:
-            if e.status == 404:
-                continue
-            raise
+    for cm in core.list_namespaced_config_map(
+        operator_ns, label_selector="taskwarden.dev/ledger=true"
+    ).items:
         good, _ = ledger.entries(cm.data or {})
         out += good
     return out

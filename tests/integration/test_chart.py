@@ -38,6 +38,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from taskwarden import controlplane
+from taskwarden.credentials import ledger
 from tests.integration import helpers as h
 from tests.integration.helpers import wait_for
 
@@ -707,6 +708,8 @@ def operator_needs(op_ns: str, task_ns: str | None, *, manage_webhooks: bool) ->
     for name in OPERATOR_SECRETS:
         checks += [(v, "secrets", {"namespace": op_ns, "name": name}) for v in ("get", "update")]
     for name in OPERATOR_CONFIGMAPS:
+        checks += [(v, "configmaps", {"namespace": op_ns, "name": name}) for v in ("get", "update")]
+    for name in (*ledger.shard_names()[:1], *ledger.all_names()[-2:]):  # the ledger, by name
         checks += [(v, "configmaps", {"namespace": op_ns, "name": name}) for v in ("get", "update")]
     # Cluster-scoped.
     if manage_webhooks:

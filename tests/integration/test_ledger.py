@@ -22,13 +22,10 @@ N_TASKS = 200
 def ledger_entries(api: client.ApiClient, operator_ns: str) -> dict[str, ledger.Entry]:
     core = client.CoreV1Api(api)
     out: dict[str, ledger.Entry] = {}
-    for name in ledger.shard_names():
-        try:
-            cm = core.read_namespaced_config_map(name, operator_ns)
-        except client.ApiException as e:
-            if e.status == 404:
-                continue
-            raise
+    for cm in core.list_namespaced_config_map(
+        operator_ns, label_selector="taskwarden.dev/ledger=true"
+    ).items:
+        name = cm.metadata.name
         good, bad = ledger.entries(cm.data or {})
         assert not bad, f"{name}: undecodable entries {bad}"
         out.update({e.jti: e for e in good})

@@ -76,3 +76,36 @@ def test_two_writers_of_one_shard_merge_and_a_burst_is_one_write_per_shard() -> 
         assert {e.jti for e in a.entries_of("uid-1")} == kube.ledger()
 
     asyncio.run(main())
+
+
+def test_one_namespace_spreads_over_its_group_and_never_leaves_it() -> None:
+    """Tasks of one namespace (one task shard) spread over SUBSHARDS ConfigMaps of their
+    group, so a busy namespace cannot fill one ConfigMap; a task always maps to the same."""
+    names = {ledger.store_name(3, f"uid-{i}") for i in range(2000)}
+    assert len(names) == ledger.SUBSHARDS
+    assert all(n.startswith("taskwarden-ledger-03-") for n in names)
+    assert ledger.store_name(19, "uid-1") == ledger.store_name(3, "uid-1")  # group mod 16
+    every = ledger.all_names()
+    assert len(every) == len(set(every)) == ledger.SHARDS * (ledger.SUBSHARDS + 1)
+    assert names <= set(every) and set(ledger.shard_names()) <= set(every)
+
+
+def test_a_load_finds_entries_where_earlier_versions_put_them() -> None:
+    """Entries written by versions before SUBSHARDS (by namespace, by UID) are still found,
+    revoked and removed from where they are."""
+
+    async def main() -> None:
+        kube = FakeKube()
+        old = ledger.Entry("old-1", NOW, NOW, "uid-1", "agents", "t")
+        legacy = Ledger(kube, "ns")  # type: ignore[arg-type]
+        await legacy._change(ledger.shard_of("uid-1"), {old.jti: ledger.encode(old)})
+        fresh = Ledger(kube, "ns")  # type: ignore[arg-type]
+        await fresh.load()
+        new = ledger.Entry("new-1", NOW, NOW, "uid-1", "agents", "t")
+        await fresh.add(new)
+        assert {e.jti for e in fresh.entries_of("uid-1", "agents")} == {"old-1", "new-1"}
+        await fresh.remove("uid-1", ["old-1"], "agents")
+        assert kube.ledger() == {"new-1"}
+        assert kube.configmaps[ledger.shard_of("uid-1")]["data"] == {}
+
+    asyncio.run(main())

@@ -25,9 +25,14 @@ from typing import Any, Final
 from taskwarden import timeutil
 
 SHARDS: Final = 16
-"""ConfigMaps the ledger is split into: by task shard (taskwarden.ledger.Ledger.shard_for;
-before sharding, by task UID: `shard_of`). At ~190 bytes an entry, 16 shards of at
-most 1 MiB hold about 80,000 entries (two per task while a rotated-out token lives on)."""
+"""Groups of ledger ConfigMaps, one per task shard modulo 16 (taskwarden.ledger.Ledger.shard_for),
+so that with sharded replicas each ConfigMap has one writer."""
+SUBSHARDS: Final = 32
+"""ConfigMaps per group: a task's entries go to `taskwarden-ledger-NN-MM`, MM from its UID
+(`sub_of`). Tasks of one namespace share a group, so without this a busy namespace filled one
+ConfigMap: about 5,000 live tasks overflowed its 1 MiB and issuance stopped. At ~150 bytes an
+entry, 32 ConfigMaps hold ~200,000 entries per group (100,000 tasks of one namespace, each with
+a rotated-out token still valid), and each write (a whole ConfigMap) stays 32 times smaller."""
 PREFIX: Final = "taskwarden-ledger-"
 BACKEND_JWT: Final = "jwt"
 
@@ -52,11 +57,28 @@ class Entry:
 
 
 def shard_names() -> tuple[str, ...]:
+    """The 16 ConfigMaps of versions before SUBSHARDS (`taskwarden-ledger-NN`): read, and
+    emptied as their entries are listed or expire, never written with new entries."""
     return tuple(f"{PREFIX}{i:02d}" for i in range(SHARDS))
 
 
+def store_name(group: int, uid: str) -> str:
+    """The ConfigMap of a task's entries: its group (task shard modulo SHARDS), then its UID."""
+    return f"{PREFIX}{group % SHARDS:02d}-{sub_of(uid):02d}"
+
+
+def all_names() -> tuple[str, ...]:
+    """Every ConfigMap the ledger may use: the RBAC role names them, a load reads them."""
+    subs = tuple(f"{PREFIX}{g:02d}-{m:02d}" for g in range(SHARDS) for m in range(SUBSHARDS))
+    return shard_names() + subs
+
+
+def sub_of(uid: str) -> int:
+    return int.from_bytes(hashlib.sha256(uid.encode()).digest()[4:8], "big") % SUBSHARDS
+
+
 def shard_of(uid: str) -> str:
-    """All entries of one task share a shard, so a task's revocation touches one ConfigMap."""
+    """Where versions before sharding put a task's entries (by UID alone)."""
     n = int.from_bytes(hashlib.sha256(uid.encode()).digest()[:4], "big") % SHARDS
     return f"{PREFIX}{n:02d}"
 
