@@ -129,6 +129,7 @@ async def resync_ledger(ctx: Context, lock: Lock) -> int:
 
 async def resync_secrets(ctx: Context, lock: Lock) -> int:
     """Delete orphaned credential Secrets (under each task's lock); returns how many."""
+    before = dict(ctx.index.secrets)
     secrets = await _list_secrets(ctx)
     # One paged LIST of the tasks (uid, phase, jti only) rather than a GET per Secret: at
     # 10,000 credentials that is the difference between half a minute and a few seconds.
@@ -179,7 +180,10 @@ async def resync_secrets(ctx: Context, lock: Lock) -> int:
             # What this process wrote since the LIST wins: the Secret and the task were listed
             # at different instants, and rotations went on in between.
             ctx.index.secrets.setdefault((ns, sname), jti)
-    for k in list(ctx.index.secrets):
-        if k not in seen:
+    # Forget a Secret this process wrote that the LIST did not show (deleted by someone: keep
+    # then reads and re-delivers), but not one written after the LIST began: while tasks are
+    # created or rotate, forgetting those only cost a GET of each at its next rotation.
+    for k, jti in list(ctx.index.secrets.items()):
+        if k not in seen and before.get(k) == jti:
             ctx.index.secrets.pop(k, None)
     return removed
