@@ -41,6 +41,16 @@ def test_sweeps_during_rotation_never_reissue(
     agent_env: Callable[..., h.AgentEnv],
     tmp_path: Path,
 ) -> None:
+    # Other tests' namespaces still being deleted would have their tasks' jtis listed during
+    # this run: wait until this namespace's tasks are the only ones.
+    h.wait_for(
+        lambda: (
+            not h.custom(api).list_cluster_custom_object(h.GROUP, h.VERSION, "agenttasks")["items"]
+        ),
+        timeout=180,
+        interval=1.0,
+        what="no AgentTask left from earlier tests",
+    )
     operator.stop()
     sweeping = h.OperatorProcess(
         kubeconfig=cluster.kubeconfig,

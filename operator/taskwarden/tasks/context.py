@@ -60,6 +60,10 @@ class Context:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     backends: Registry | None = None
     """Credential backends (tasks/backing.py makes it on first use)."""
+    echoes: dict[Key, str] = field(default_factory=dict)
+    """The resourceVersion of this process's last issuing status write of a task, until the
+    watch brings that write back: the echo carries nothing this process does not know, and
+    reconciling it would only repeat the checks (one reconcile per issue and rotation)."""
     behind_events: rotation.Budget = field(default_factory=rotation.Budget)
     """How many `RotationBehind` Warning Events may still be posted (rotation.EVENT_RATE)."""
 
@@ -78,6 +82,7 @@ class Context:
     def forget(self, key: Key) -> None:
         """The task is gone or terminal: no deadlines, no index entry, no live credential."""
         self.scheduler.cancel(key)
+        self.echoes.pop(key, None)
         self.index.drop_task(key)
         self.holds_credential(key, False)
 

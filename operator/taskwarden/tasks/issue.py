@@ -107,7 +107,7 @@ async def issue(
         patch["credential"]["backends"] = backing.status_entries(uid, plans)
     # Status next, conditioned on what we read: loses (409) to any concurrent writer.
     try:
-        await ctx.kube.patch_status(
+        written = await ctx.kube.patch_status(
             TASKS, ns, name, patch, resource_version=body["metadata"]["resourceVersion"]
         )
     except BaseException:
@@ -133,6 +133,9 @@ async def issue(
         return
     del token
     ctx.holds_credential(key, True)
+    rv = (written.get("metadata") or {}).get("resourceVersion")
+    if rv:
+        ctx.echoes[key] = str(rv)
     metrics.credentials_issued.labels(kind=kind).inc()
     if kind == "issue":
         metrics.issuance_duration.observe(ctx.clock() - started)

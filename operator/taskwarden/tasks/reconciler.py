@@ -111,10 +111,12 @@ class Reconciler:
         async with self.lock(key):
             if not self.owns(key):
                 return
+            echo = self.ctx.echoes.pop(key, None)
             if event_type == "DELETED":
                 await revoke.on_deleted(self.ctx, body)
-            else:
+            elif echo is None or echo != body["metadata"].get("resourceVersion"):
                 await self._guarded(key, body)
+            # else: the watch bringing back this process's own issuing write: nothing new.
 
     async def refresh(self, key: Key) -> None:
         """Re-read a task and reconcile it: after a pod, policy, approval or parent change."""
