@@ -320,6 +320,7 @@ def test_helm_lint_strict(helm: Path, tmp_path: Path) -> None:
         ({"webhook": {"failurePolicy": "Ignore"}}, "failurePolicy"),
         ({"certManager": {"enabled": True, "renewBefore": "30d"}}, "renewBefore"),
         ({"crds": {"enabled": True, "kept": True}}, "kept"),
+        ({"rotationConcurrency": 0}, "rotationConcurrency"),
     ],
 )
 def test_values_are_validated(
@@ -351,6 +352,7 @@ def test_default_render(helm: Path, tmp_path: Path) -> None:
     assert env["TASKWARDEN_TRUST_DOMAIN"]["value"] == "cluster.local"
     assert env["TASKWARDEN_ISSUER"]["value"] == "https://taskwarden.taskwarden-system.svc"
     assert env["TASKWARDEN_PEERING"]["value"] == "taskwarden"
+    assert env["TASKWARDEN_ROTATION_CONCURRENCY"]["value"] == "16"
     assert env["TASKWARDEN_SHARDS"]["value"] == "16"
     assert env["TASKWARDEN_LEASE_DURATION_SECONDS"]["value"] == "15"
     assert env["TASKWARDEN_LEASE_RENEW_DEADLINE_SECONDS"]["value"] == "10"
