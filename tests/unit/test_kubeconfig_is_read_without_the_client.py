@@ -196,3 +196,16 @@ def test_the_operator_starts_without_importing_the_kubernetes_client(tmp_path: P
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_request_paths_quote_every_segment() -> None:
+    """A name from a request (a token's claim, a review) can never reach another path."""
+    from taskwarden import kube
+
+    assert kube._at(kube.CORE_V1, "secrets", "ns", "a/../b?x") == (
+        "/api/v1/namespaces/ns/secrets/a%2F..%2Fb%3Fx"
+    )
+    assert kube._path(kube.TASKS) == "/apis/taskwarden.dev/v1alpha1/agenttasks"
+    assert kube._path("pods", "ns") == "/api/v1/namespaces/ns/pods"
+    with pytest.raises(ValueError, match="empty name"):
+        kube._path(kube.TASKS, "ns", "")  # would be the LIST of the namespace
