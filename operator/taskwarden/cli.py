@@ -25,7 +25,7 @@ def _setup_logging(verbose: bool, log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers.clear()
     if log_format == "json":
-        import kopf
+        from taskwarden.kopf_without_client import kopf
 
         # kopf's JSON formatter: one object per line with timestamp, severity, message and, for
         # per-object messages, the object's reference under "object".
@@ -97,10 +97,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf's login and by kube.py
     _limit_malloc_arenas()
-    import kopf
     from prometheus_client import start_http_server
 
     from taskwarden import handlers
+    from taskwarden.kopf_without_client import kopf
 
     overrides: dict[str, Any] = {}
     if args.namespace:

@@ -85,7 +85,7 @@ class LifecycleSettings:
     """Rotations in flight at once (TASKWARDEN_ROTATION_CONCURRENCY). When more are due, the
     credential that expires first is renewed first (tasks/scheduler.py), and the other API
     threads stay free for first issuance and revocation."""
-    """Threads for blocking Kubernetes client calls, kept off kopf's event loop."""
+    """Kubernetes API requests in flight at once on the main connection pool (kube.py)."""
     test_crash_after: str = ""
     """Tests only (TASKWARDEN_TEST_CRASH_AFTER): `ledger` exits the process right after the
     first ledger write of an issuance, before status and Secret: a crash at the worst moment."""

@@ -18,13 +18,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import kopf
-
-from taskwarden import config, names, runtime, server
+from taskwarden import config, kube, kubeconfig, names, runtime, server
+from taskwarden.kopf_without_client import kopf
 
 log = logging.getLogger(__name__)
 SETTINGS = "settings"
 RUNTIME = "runtime"
+# kopf's default registry probes for the `kubernetes` client (importing it: ~32 MiB of RSS) to
+# log in with it; this plain one has only our handlers, `login` included.
+kopf.set_default_registry(kopf.OperatorRegistry())
 
 
 def memo(settings: config.Settings) -> kopf.Memo:
@@ -36,6 +38,29 @@ def _rt(memo: kopf.Memo) -> runtime.Runtime:
     rt = memo[RUNTIME]
     assert isinstance(rt, runtime.Runtime)
     return rt
+
+
+@kopf.on.login()
+async def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf connects with kube.py's settings (kubeconfig.py); only a kubeconfig that needs an
+    exec plugin or an auth provider goes through the official client (and imports it)."""
+    cfg = kube.load_client_config()
+    if cfg.needs_client:
+        return kopf.login_via_client(settings=settings, **kwargs)
+    return kopf.ConnectionInfo(
+        server=cfg.server,
+        ca_path=cfg.ca_file,
+        ca_data=cfg.ca_data,
+        insecure=cfg.insecure or None,
+        certificate_path=cfg.cert_file,
+        certificate_data=cfg.cert_data,
+        private_key_path=cfg.key_file,
+        private_key_data=cfg.key_data,
+        token=kubeconfig.BearerToken(cfg.token, cfg.token_file).value(),
+        default_namespace=cfg.namespace,
+        proxy_url=cfg.proxy_url,
+        trust_env=settings.networking.trust_env,
+    )
 
 
 @kopf.on.startup()

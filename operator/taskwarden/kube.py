@@ -1,41 +1,48 @@
-"""The one thin async wrapper over the Kubernetes API used by every Taskwarden service.
+"""The one thin async client of the Kubernetes API used by every Taskwarden service.
 
-The official client is synchronous; each call runs on a dedicated thread pool so kopf's event
-loop never blocks. The streaming reads (paged LIST and WATCH, for watch.py) are native async
-over aiohttp with the same client configuration: a watch is cancellable and holds no thread.
-Only this module (and controlplane.py, for tests) imports `kubernetes`.
-Callers get plain dicts and `ApiError` with the HTTP status.
+Native async over one aiohttp session per `Kube`: every call is one `request` (method, path,
+JSON body) answered with parsed JSON, at most `workers` at a time. No thread pool, no client
+model objects, and no `kubernetes` import: kubeconfig.py finds the server and the credentials
+(a kubeconfig that needs an exec plugin or an auth provider loads `kubernetes.config`, then
+only). Callers get plain dicts and `ApiError` with the HTTP status and the API's message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import functools
+import contextlib
+import datetime
 import json
 import ssl
+import tempfile
 from collections.abc import AsyncGenerator, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
+from urllib.parse import quote
 
 import aiohttp
-import kubernetes
-from kubernetes.client.exceptions import ApiException
 
-from taskwarden import names
+from taskwarden import kubeconfig, names
+from taskwarden.kubeconfig import ClusterConfig
 
-# The client ships py.typed, yet most of it is untyped; this module is where its objects turn
-# into plain dicts, so past this line they are held as Any.
-client: Any = kubernetes.client
-config: Any = kubernetes.config
 GROUP, VERSION = names.GROUP, names.VERSION
-T = TypeVar("T")
 TASKS, POLICIES, APPROVALS = "agenttasks", "agentpolicies", "agentapprovals"
 CORE = frozenset({"pods"})
 """Plurals served by the core API (/api/v1); every other plural is one of ours."""
+CORE_V1, OURS = "/api/v1", f"/apis/{GROUP}/{VERSION}"
+LEASES, EVENTS = "/apis/coordination.k8s.io/v1", "/apis/events.k8s.io/v1"
+ADMREG = "/apis/admissionregistration.k8s.io/v1"
+JSON, MERGE_PATCH, JSON_PATCH = (
+    "application/json",
+    "application/merge-patch+json",
+    "application/json-patch+json",
+)
+PAGE = 500
 WATCH_SECONDS = 300
 LINE_LIMIT = 2**20
 """aiohttp's reader refuses a line (one watch event) over twice this: 2 MiB per object."""
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+Headers = Callable[[], dict[str, str]]
 
 
 class ApiError(Exception):
@@ -46,107 +53,250 @@ class ApiError(Exception):
         self.body = body
 
 
-def load_client_config(pool_size: int = 32) -> Any:
+def load_client_config() -> ClusterConfig:
     """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
-    cfg = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg, persist_config=False)
-    # The default pool of 4 connections would make concurrent calls open and drop TLS sessions.
-    cfg.connection_pool_maxsize = pool_size
-    return cfg
+    return kubeconfig.load()
+
+
+def _at(base: str, plural: str, ns: str | None = None, name: str | None = None) -> str:
+    """The path of a collection (or, with `name`, of one object); segments are quoted, so a
+    name from a request can never reach another path."""
+    path = f"{base}/namespaces/{quote(ns, safe='')}/{plural}" if ns else f"{base}/{plural}"
+    if name is None:
+        return path
+    if not name:
+        raise ValueError(f"{plural}: an empty name")
+    return f"{path}/{quote(name, safe='')}"
+
+
+def _path(plural: str, ns: str | None = None, name: str | None = None) -> str:
+    return _at(CORE_V1 if plural in CORE else OURS, plural, ns, name)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, datetime.date):
+        return obj.isoformat()
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _tls(cfg: ClusterConfig) -> ssl.SSLContext:
+    """CA (file, PEM data or the system's) and client certificate; PEM data goes through a
+    private temporary file for the moment `ssl` needs one."""
+    ctx = ssl.create_default_context(cafile=cfg.ca_file, cadata=cfg.ca_data)
+    if cfg.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cfg.cert_file or cfg.cert_data:
+        with contextlib.ExitStack() as stack:
+
+            def path(file: str | None, data: str | None) -> str | None:
+                if file or not data:
+                    return file
+                tmp = stack.enter_context(tempfile.NamedTemporaryFile("w", suffix=".pem"))
+                tmp.write(data)
+                tmp.flush()
+                return tmp.name
+
+            certfile = path(cfg.cert_file, cfg.cert_data)
+            assert certfile is not None
+            ctx.load_cert_chain(certfile, path(cfg.key_file, cfg.key_data))
+    return ctx
+
+
+def _bearer(cfg: ClusterConfig) -> Headers:
+    token = kubeconfig.BearerToken(cfg.token, cfg.token_file)
+
+    def headers() -> dict[str, str]:
+        value = token.value()  # every request: a token file is re-read once a minute
+        return {"Authorization": f"Bearer {value}"} if value else {}
+
+    return headers
+
+
+def _from_client(c: Any) -> tuple[ClusterConfig, Headers]:
+    """A `kubernetes.client.Configuration` (tests, bench, the exec-plugin fallback): its host
+    and TLS files, and its auth settings read on every request (its refresh hook renews an
+    exec plugin's token; kubeconfig and in-cluster keep it under `BearerToken`, older
+    clients and tests under `authorization`)."""
+    cfg = ClusterConfig(
+        server=str(c.host).rstrip("/"),
+        ca_file=c.ssl_ca_cert or None,
+        cert_file=c.cert_file or None,
+        key_file=c.key_file or None,
+        insecure=not c.verify_ssl,
+        tls_server_name=getattr(c, "tls_server_name", None) or None,
+        proxy_url=getattr(c, "proxy", None) or None,
+    )
+
+    def headers() -> dict[str, str]:
+        out: dict[str, str] = {}
+        for auth in c.auth_settings().values():
+            if auth.get("in") == "header" and auth.get("value"):
+                out[str(auth["key"])] = str(auth["value"])
+        return out
+
+    return cfg, headers
+
+
+def _via_client(cfg: ClusterConfig) -> Any:
+    """Only for a kubeconfig user with an exec plugin, auth provider or password: the official
+    loader runs those (and its import costs ~32 MiB of RSS)."""
+    import kubernetes
+
+    c = kubernetes.client.Configuration()
+    loader: Any = kubernetes.config.load_kube_config  # untyped
+    loader(context=cfg.context, client_configuration=c, persist_config=False)
+    return c
 
 
 class Kube:
-    """Async facade: `await kube.get_task(ns, name)` etc. Thread-safe; one per process."""
+    """Async client: `await kube.get(TASKS, ns, name)` etc. One per pool of connections;
+    `cfg` is a ClusterConfig, a `kubernetes.client.Configuration`, or None (load_client_config).
+    At most `workers` requests are in flight; WATCHes do not count against them."""
 
     def __init__(self, cfg: Any = None, workers: int = 32) -> None:
-        self.api_client = client.ApiClient(cfg or load_client_config(workers))
-        self.core = client.CoreV1Api(self.api_client)
-        self.custom = client.CustomObjectsApi(self.api_client)
-        self.admreg = client.AdmissionregistrationV1Api(self.api_client)
-        self.events = client.EventsV1Api(self.api_client)
-        self.coordination = client.CoordinationV1Api(self.api_client)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        cfg = load_client_config() if cfg is None else cfg
+        if isinstance(cfg, ClusterConfig) and cfg.needs_client:
+            cfg = _via_client(cfg)
+        if isinstance(cfg, ClusterConfig):
+            self.cluster, self._auth = cfg, _bearer(cfg)
+        else:
+            self.cluster, self._auth = _from_client(cfg)
+        self._workers = max(1, workers)
         self._http: aiohttp.ClientSession | None = None
-
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
-        except ApiException as e:
-            raise ApiError(e.status or 0, e.reason or "", e.body or "") from None
-
-    def _plain(self, obj: Any) -> dict[str, Any]:
-        return (
-            obj if isinstance(obj, dict) else dict(self.api_client.sanitize_for_serialization(obj))
-        )
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.api_client.close()
-
-    async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-        self.close()
-
-    # ---------------------------------------------------------------- streaming reads (aiohttp)
-
-    def _url(self, plural: str, ns: str | None) -> str:
-        base = "/api/v1" if plural in CORE else f"/apis/{GROUP}/{VERSION}"
-        path = f"{base}/namespaces/{ns}/{plural}" if ns else f"{base}/{plural}"
-        return str(self.api_client.configuration.host).rstrip("/") + path
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots = asyncio.Semaphore(self._workers)
 
     def _session(self) -> aiohttp.ClientSession:
-        """One session for the streaming reads, with the client's TLS and credentials."""
-        if self._http is None or self._http.closed:
-            cfg = self.api_client.configuration
-            tls: ssl.SSLContext | bool = False
-            if cfg.verify_ssl:
-                tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
-                if cfg.cert_file:
-                    tls.load_cert_chain(cfg.cert_file, cfg.key_file)
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http.closed or self._loop is not loop:
             self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls, limit=0), read_bufsize=LINE_LIMIT
+                connector=aiohttp.TCPConnector(ssl=_tls(self.cluster), limit=0),
+                read_bufsize=LINE_LIMIT,
+                timeout=TIMEOUT,
             )
+            self._loop, self._slots = loop, asyncio.Semaphore(self._workers)
         return self._http
 
-    def _headers(self) -> dict[str, str]:
-        # Re-read on every request: in a pod the client's hook reloads the rotated SA token.
-        # The client's own auth settings, so every way it stores the token (kubeconfig and
-        # in-cluster: key `BearerToken`, older clients: `authorization`) is honoured.
-        headers = {"Accept": "application/json"}
-        for auth in self.api_client.configuration.auth_settings().values():
-            if auth.get("in") == "header" and auth.get("value"):
-                headers[str(auth["key"])] = str(auth["value"])
-        return headers
+    def _options(self, headers: dict[str, str]) -> dict[str, Any]:
+        options: dict[str, Any] = {"headers": {"Accept": JSON, **headers, **self._auth()}}
+        if self.cluster.proxy_url:
+            options["proxy"] = self.cluster.proxy_url
+        if self.cluster.tls_server_name:
+            options["server_hostname"] = self.cluster.tls_server_name
+        return options
 
-    async def pages(
-        self, plural: str, ns: str | None = None, limit: int = 500
+    def close(self) -> None:
+        """Drop the connections now (no TLS goodbye); from a coroutine prefer `aclose`."""
+        http, self._http = self._http, None
+        if http is not None and not http.closed:
+            connector = http.connector
+            http.detach()
+            if connector is not None:
+                connector._close(abort_ssl=True)
+
+    async def aclose(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
+
+    # ---------------------------------------------------------------- the one request
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+    ) -> bytes:
+        """The raw response body of a 2xx answer; any other status raises ApiError."""
+        http = self._session()
+        headers: dict[str, str] = {}
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":"), default=_jsonable).encode()
+            headers["Content-Type"] = content_type
+        async with (
+            self._slots,
+            http.request(
+                method,
+                self.cluster.server + path,
+                params=params,
+                data=data,
+                **self._options(headers),
+            ) as resp,
+        ):
+            raw = await resp.read()
+            if not 200 <= resp.status < 300:
+                raise ApiError(resp.status, resp.reason or "", raw.decode(errors="replace"))
+        return raw
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+    ) -> dict[str, Any]:
+        """`method` on `path` (from the server's root: "/api/v1/..."), the answer parsed."""
+        raw = await self._send(method, path, params, body, content_type)
+        return dict(json.loads(raw)) if raw else {}
+
+    async def _paged(
+        self, path: str, params: Mapping[str, str] | None = None, limit: int = PAGE
     ) -> AsyncGenerator[tuple[builtins.list[dict[str, Any]], str], None]:
-        """LIST in pages of `limit`: yields (items, resourceVersion of the list) per page, so
-        the caller can process and drop each page. Every page belongs to the first page's
-        snapshot; a continue token that expired raises ApiError 410 (list again)."""
         token = ""
         rv = ""
         while True:
-            params = {"limit": str(limit), **({"continue": token} if token else {})}
-            async with self._session().get(
-                self._url(plural, ns), params=params, headers=self._headers()
-            ) as resp:
-                if resp.status != 200:
-                    raise ApiError(resp.status, resp.reason or "", await resp.text())
-                doc = json.loads(await resp.read())
+            query = {**(params or {}), "limit": str(limit)}
+            if token:
+                query["continue"] = token
+            doc = await self.request("GET", path, params=query)
             md = doc.get("metadata") or {}
-            rv = rv or md.get("resourceVersion", "")
-            token = md.get("continue") or ""
+            rv = rv or str(md.get("resourceVersion") or "")
+            token = str(md.get("continue") or "")
             items = doc.get("items") or []
             del doc
             yield items, rv
             if not token:
                 return
+
+    def pages(
+        self, plural: str, ns: str | None = None, limit: int = PAGE
+    ) -> AsyncGenerator[tuple[builtins.list[dict[str, Any]], str], None]:
+        """LIST in pages of `limit`: yields (items, resourceVersion of the list) per page, so
+        the caller can process and drop each page. Every page belongs to the first page's
+        snapshot; a continue token that expired raises ApiError 410 (list again)."""
+        return self._paged(_path(plural, ns), limit=limit)
+
+    async def _collect(
+        self,
+        path: str,
+        keep: Callable[[dict[str, Any]], Any] = lambda i: i,
+        label_selector: str = "",
+    ) -> builtins.list[Any]:
+        """Every page of a LIST, keeping only `keep(item)` of each item as it is parsed: with
+        10,000 credential Secrets a full LIST held at once would cost hundreds of MiB."""
+        params = {"labelSelector": label_selector} if label_selector else None
+        out: builtins.list[Any] = []
+        async for items, _ in self._paged(path, params):
+            out.extend(keep(item) for item in items)
+        return out
+
+    async def _get_or_none(self, path: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", path)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
 
     async def watch(
         self, plural: str, ns: str | None, resource_version: str, seconds: int = WATCH_SECONDS
@@ -162,7 +312,10 @@ class Kube:
         }
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=seconds + 30)
         async with self._session().get(
-            self._url(plural, ns), params=params, headers=self._headers(), timeout=timeout
+            self.cluster.server + _path(plural, ns),
+            params=params,
+            timeout=timeout,
+            **self._options({}),
         ) as resp:
             if resp.status != 200:
                 raise ApiError(resp.status, resp.reason or "", await resp.text())
@@ -175,28 +328,13 @@ class Kube:
                     raise ApiError(int(obj.get("code") or 0), str(obj.get("reason") or ""))
                 yield kind, obj
 
-    # ---------------------------------------------------------------- custom resources
+    # ---------------------------------------------------------------- our resources
 
     async def get(self, plural: str, ns: str, name: str) -> dict[str, Any]:
-        return dict(
-            await self._call(
-                self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, plural, name
-            )
-        )
+        return await self.request("GET", _path(plural, ns, name))
 
     async def list(self, plural: str, ns: str | None = None) -> builtins.list[dict[str, Any]]:
-        if ns:
-            return await self._pages(
-                self.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                ns,
-                plural,
-                keep=lambda i: i,
-            )
-        return await self._pages(
-            self.custom.list_cluster_custom_object, GROUP, VERSION, plural, keep=lambda i: i
-        )
+        return await self._collect(_path(plural, ns))
 
     async def list_tasks_brief(self, ns: str | None = None) -> builtins.list[dict[str, Any]]:
         """AgentTasks reduced to what the sweeps compare: uid, phase, credential jti, issuedAt."""
@@ -213,13 +351,13 @@ class Kube:
                 },
             }
 
-        if ns:
-            return await self._pages(
-                self.custom.list_namespaced_custom_object, GROUP, VERSION, ns, TASKS, keep=brief
-            )
-        return await self._pages(
-            self.custom.list_cluster_custom_object, GROUP, VERSION, TASKS, keep=brief
-        )
+        return await self._collect(_path(TASKS, ns), brief)
+
+    async def list_cached(self, plural: str, ns: str) -> builtins.list[dict[str, Any]]:
+        """LIST served from the apiserver's watch cache (resourceVersion=0): milliseconds stale
+        at most, but never waits for a consistent read (which can take ~100 ms). For admission."""
+        res = await self.request("GET", _path(plural, ns), params={"resourceVersion": "0"})
+        return list(res.get("items") or [])
 
     async def patch_status(
         self,
@@ -235,75 +373,33 @@ class Kube:
         body: dict[str, Any] = {"status": dict(status)}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        return dict(
-            await self._call(
-                self.custom.patch_namespaced_custom_object_status,
-                GROUP,
-                VERSION,
-                ns,
-                plural,
-                name,
-                body,
-            )
-        )
+        path = _path(plural, ns, name) + "/status"
+        return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    async def patch_status_ops(
+        self, plural: str, ns: str, name: str, ops: builtins.list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """RFC 6902 JSON patch of the status subresource (its `test` operations are checked
+        against the stored object in the same write); the object as written."""
+        path = _path(plural, ns, name) + "/status"
+        return await self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
 
     # ---------------------------------------------------------------- core objects
-
-    async def _pages(
-        self, fn: Callable[..., Any], *args: Any, keep: Callable[[dict[str, Any]], Any], **kw: Any
-    ) -> builtins.list[Any]:
-        """LIST in pages of 500, parsing JSON directly (no client models) and keeping only
-        `keep(item)` of each: with 10,000 credential Secrets a full, modelled LIST would cost
-        hundreds of MiB of transient memory that the allocator never gives back."""
-
-        def page(token: str | None) -> dict[str, Any]:
-            resp = fn(*args, limit=500, _continue=token, _preload_content=False, **kw)
-            try:
-                return dict(json.loads(resp.data))
-            finally:
-                resp.release_conn()
-
-        out: builtins.list[Any] = []
-        token: str | None = None
-        while True:
-            doc = await self._call(page, token)
-            out.extend(keep(item) for item in doc.get("items") or [])
-            token = (doc.get("metadata") or {}).get("continue") or None
-            if not token:
-                return out
 
     async def list_pods(
         self, ns: str | None = None, keep: Callable[[dict[str, Any]], Any] = lambda i: i
     ) -> builtins.list[Any]:
         """Pods, each reduced by `keep` as it is parsed (the index keeps a compact form)."""
-        if ns:
-            return await self._pages(self.core.list_namespaced_pod, ns, keep=keep)
-        return await self._pages(self.core.list_pod_for_all_namespaces, keep=keep)
+        return await self._collect(_at(CORE_V1, "pods", ns), keep)
 
     async def get_secret(self, ns: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._plain(await self._call(self.core.read_namespaced_secret, name, ns))
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        return await self._get_or_none(_at(CORE_V1, "secrets", ns, name))
 
     async def create_secret(self, ns: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._plain(await self._call(self.core.create_namespaced_secret, ns, body))
+        return await self.request("POST", _at(CORE_V1, "secrets", ns), body=body)
 
     async def replace_secret(self, ns: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._plain(await self._call(self.core.replace_namespaced_secret, name, ns, body))
-
-    async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """A write whose response body is not needed: skip deserialising it into client models
-        (measurable CPU on the issuance path), but read it so the connection is reused."""
-
-        def call() -> None:
-            resp = fn(*args, _preload_content=False, **kwargs)
-            resp.read()
-            resp.release_conn()
-
-        await self._call(call)
+        return await self.request("PUT", _at(CORE_V1, "secrets", ns, name), body=body)
 
     async def put_secret(
         self,
@@ -313,9 +409,9 @@ class Kube:
     ) -> None:
         """Create, or replace when it exists: idempotent delivery. With `may_replace`, only an
         existing Secret it accepts is replaced (conditioned on the resourceVersion read); any
-        other raises ApiError 409."""
+        other raises ApiError 409. The answers are not parsed (not needed)."""
         try:
-            await self._write(self.core.create_namespaced_secret, ns, body)
+            await self._send("POST", _at(CORE_V1, "secrets", ns), body=body)
         except ApiError as e:
             if e.status != 409:
                 raise
@@ -326,28 +422,22 @@ class Kube:
                     raise
                 rv = found["metadata"]["resourceVersion"]
                 body = {**body, "metadata": {**body["metadata"], "resourceVersion": rv}}
-            await self._write(self.core.replace_namespaced_secret, name, ns, body)
+            await self._send("PUT", _at(CORE_V1, "secrets", ns, name), body=body)
 
     async def patch_secret(self, ns: str, name: str, ops: builtins.list[Any]) -> None:
         """RFC 6902 JSON patch: its `test` operations are checked by the apiserver against the
         stored object in the same write, so a conditional replace costs one call, no read."""
-        await self._write(
-            self.core.patch_namespaced_secret,
-            name,
-            ns,
-            ops,
-            _content_type="application/json-patch+json",
-        )
+        path = _at(CORE_V1, "secrets", ns, name)
+        await self._send("PATCH", path, body=ops, content_type=JSON_PATCH)
 
     async def delete_secret(self, ns: str, name: str, uid: str | None = None) -> bool:
         """Delete (only the Secret with this `uid` when given); False when it was already gone
         or is another Secret now."""
-        options = client.V1DeleteOptions(
-            grace_period_seconds=0,
-            preconditions=client.V1Preconditions(uid=uid) if uid else None,
-        )
+        options: dict[str, Any] = {"gracePeriodSeconds": 0}
+        if uid:
+            options["preconditions"] = {"uid": uid}
         try:
-            await self._write(self.core.delete_namespaced_secret, name, ns, body=options)
+            await self._send("DELETE", _at(CORE_V1, "secrets", ns, name), body=options)
             return True
         except ApiError as e:
             if e.status == 404 or (uid and e.status == 409):
@@ -362,172 +452,114 @@ class Kube:
         def meta(item: dict[str, Any]) -> dict[str, Any]:
             return {"type": item.get("type"), "metadata": item.get("metadata") or {}}
 
-        if ns:
-            return await self._pages(
-                self.core.list_namespaced_secret, ns, keep=meta, label_selector=label_selector
-            )
-        return await self._pages(
-            self.core.list_secret_for_all_namespaces, keep=meta, label_selector=label_selector
-        )
+        return await self._collect(_at(CORE_V1, "secrets", ns), meta, label_selector)
 
     async def get_configmap(self, ns: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._plain(await self._call(self.core.read_namespaced_config_map, name, ns))
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
+        return await self._get_or_none(_at(CORE_V1, "configmaps", ns, name))
 
     async def create_configmap(self, ns: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._plain(await self._call(self.core.create_namespaced_config_map, ns, body))
+        return await self.request("POST", _at(CORE_V1, "configmaps", ns), body=body)
 
     async def replace_configmap(
         self, ns: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        return self._plain(
-            await self._call(self.core.replace_namespaced_config_map, name, ns, body)
-        )
+        return await self.request("PUT", _at(CORE_V1, "configmaps", ns, name), body=body)
 
     async def token_review(self, token: str, audiences: builtins.list[str]) -> dict[str, Any]:
         """TokenReview (authentication.k8s.io/v1): the status the apiserver gives `token` for
         `audiences` (authenticated, user with its pod-name/pod-uid extras, audiences, error)."""
-        body = {"spec": {"token": token, "audiences": audiences}}
-        api = client.AuthenticationV1Api(self.api_client)
-        res = self._plain(await self._call(api.create_token_review, body))
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": audiences},
+        }
+        res = await self.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=body)
         return dict(res.get("status") or {})
 
     async def create_event(self, ns: str, body: Mapping[str, Any]) -> None:
-        await self._write(self.events.create_namespaced_event, ns, body)
+        await self._send("POST", _at(EVENTS, "events", ns), body=body)
 
-    # ---------------------------------------------------------------- leases (sharding, h5)
+    # ---------------------------------------------------------------- leases (sharding)
 
     async def list_leases(self, ns: str, label_selector: str) -> builtins.list[dict[str, Any]]:
         """coordination.k8s.io/v1 Leases as plain dicts (sharding/leases.py)."""
-        return await self._pages(
-            self.coordination.list_namespaced_lease,
-            ns,
-            keep=lambda i: i,
-            label_selector=label_selector,
-        )
+        return await self._collect(_at(LEASES, "leases", ns), label_selector=label_selector)
 
     async def create_lease(self, ns: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._plain(await self._call(self.coordination.create_namespaced_lease, ns, body))
+        return await self.request("POST", _at(LEASES, "leases", ns), body=body)
 
     async def replace_lease(self, ns: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Replace; `body.metadata.resourceVersion` makes it fail with 409 if the Lease changed."""
-        return self._plain(
-            await self._call(self.coordination.replace_namespaced_lease, name, ns, body)
-        )
+        return await self.request("PUT", _at(LEASES, "leases", ns, name), body=body)
 
     async def delete_lease(self, ns: str, name: str) -> None:
         try:
-            await self._write(self.coordination.delete_namespaced_lease, name, ns)
+            await self._send("DELETE", _at(LEASES, "leases", ns, name))
         except ApiError as e:
             if e.status != 404:
                 raise
 
-    # ---------------------------------------------------------------- admission registration
+    # ---------------------------------------------------------------- cluster-scoped objects
+
+    async def _create_or_replace(self, base: str, plural: str, body: Mapping[str, Any]) -> bool:
+        """Create, else replace at the resourceVersion read; False after 5 write conflicts."""
+        name = body["metadata"]["name"]
+        for _ in range(5):
+            try:
+                await self._send("POST", _at(base, plural), body=body)
+                return True
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+            current = await self.request("GET", _at(base, plural, None, name))
+            updated = {**body, "metadata": {**body["metadata"]}}
+            updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            try:
+                await self._send("PUT", _at(base, plural, None, name), body=updated)
+                return True
+            except ApiError as e:
+                if e.status not in (404, 409):  # deleted or changed meanwhile: start over
+                    raise
+        return False
 
     async def put_webhook_configuration(self, kind: str, body: Mapping[str, Any]) -> None:
         """Create or replace a MutatingWebhookConfiguration (kind "mutating") or a
         ValidatingWebhookConfiguration ("validating"); never deletes one."""
-        api = self.admreg
-        create, read, replace = {
-            "mutating": (
-                api.create_mutating_webhook_configuration,
-                api.read_mutating_webhook_configuration,
-                api.replace_mutating_webhook_configuration,
-            ),
-            "validating": (
-                api.create_validating_webhook_configuration,
-                api.read_validating_webhook_configuration,
-                api.replace_validating_webhook_configuration,
-            ),
+        plural = {
+            "mutating": "mutatingwebhookconfigurations",
+            "validating": "validatingwebhookconfigurations",
         }[kind]
-        name = body["metadata"]["name"]
-        for _ in range(5):
-            try:
-                await self._call(create, dict(body))
-                return
-            except ApiError as e:
-                if e.status != 409:
-                    raise
-            current = self._plain(await self._call(read, name))
-            updated = {**body, "metadata": {**body["metadata"]}}
-            updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            try:
-                await self._call(replace, name, updated)
-                return
-            except ApiError as e:
-                if e.status not in (404, 409):  # deleted or changed meanwhile: start over
-                    raise
-        raise ApiError(409, f"{kind} webhook configuration {name}: too many write conflicts")
+        if not await self._create_or_replace(ADMREG, plural, body):
+            name = body["metadata"]["name"]
+            raise ApiError(409, f"{kind} webhook configuration {name}: too many write conflicts")
 
     async def served_resources(self, group: str, version: str) -> set[str]:
         """The resource names discovery lists under group/version (empty when not served)."""
-        try:
-            res = self._plain(await self._call(self.custom.get_api_resources, group, version))
-        except ApiError as e:
-            if e.status == 404:
-                return set()
-            raise
-        return {str(r.get("name")) for r in res.get("resources") or ()}
+        path = f"/apis/{quote(group, safe='')}/{quote(version, safe='')}"
+        res = await self._get_or_none(path)
+        return {str(r.get("name")) for r in (res or {}).get("resources") or ()}
 
     async def put_cluster_object(
         self, group: str, version: str, plural: str, body: Mapping[str, Any]
     ) -> None:
         """Create or replace a cluster-scoped object (admission policies and their bindings)."""
-        name = body["metadata"]["name"]
-        api = self.custom
-        for _ in range(5):
-            try:
-                await self._call(api.create_cluster_custom_object, group, version, plural, body)
-                return
-            except ApiError as e:
-                if e.status != 409:
-                    raise
-            current = self._plain(
-                await self._call(api.get_cluster_custom_object, group, version, plural, name)
-            )
-            updated = {**body, "metadata": {**body["metadata"]}}
-            updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            try:
-                await self._call(
-                    api.replace_cluster_custom_object, group, version, plural, name, updated
-                )
-                return
-            except ApiError as e:
-                if e.status not in (404, 409):
-                    raise
-        raise ApiError(409, f"{plural} {name}: too many write conflicts")
+        if not await self._create_or_replace(f"/apis/{group}/{version}", plural, body):
+            name = body["metadata"]["name"]
+            raise ApiError(409, f"{plural} {name}: too many write conflicts")
 
     async def delete_cluster_object(self, group: str, version: str, plural: str, name: str) -> bool:
         """Delete a cluster-scoped object; False when it was not there."""
         try:
-            await self._call(self.custom.delete_cluster_custom_object, group, version, plural, name)
+            await self._send("DELETE", _at(f"/apis/{group}/{version}", plural, None, name))
         except ApiError as e:
             if e.status == 404:
                 return False
             raise
         return True
 
-    async def list_cached(self, plural: str, ns: str) -> builtins.list[dict[str, Any]]:
-        """LIST served from the apiserver's watch cache (resourceVersion=0): milliseconds stale
-        at most, but never waits for a consistent read (which can take ~100 ms). For admission."""
-        res = await self._call(
-            self.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            ns,
-            plural,
-            resource_version="0",
-        )
-        return list(res.get("items", []))
-
 
 def trim_memory() -> None:
     """Return freed heap to the OS after large transient work (start-up LISTs, sweeps)."""
-    import contextlib
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):

@@ -36,12 +36,25 @@ def _settled(api: client.ApiClient, ns: str) -> list[dict] | None:
     tasks = items["items"]
     if len(tasks) != N_TASKS:
         return None
+    # The restarted operator may still be reissuing a credential whose Secret the crash cut
+    # off (status names the new jti first, then the Secret follows): settled is when every
+    # Active task's Secret carries the jti its status names, or the wait times out.
+    secrets = client.CoreV1Api(api).list_namespaced_secret(ns, label_selector="taskwarden.dev/task")
+    jti_of = {
+        s.metadata.name: (s.metadata.annotations or {}).get("taskwarden.dev/jti")
+        for s in secrets.items
+    }
     for t in tasks:
         st = t.get("status") or {}
         phase = st.get("phase")
         if t["spec"].get("completed") and phase != "Completed":
             return None
         if not t["spec"].get("completed") and phase != "Active":
+            return None
+        credential = st.get("credential") or {}
+        if phase == "Active" and jti_of.get(
+            f"{t['metadata']['name']}-credential"
+        ) != credential.get("jti"):
             return None
     return tasks
 

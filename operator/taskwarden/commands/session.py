@@ -61,20 +61,22 @@ def namespace(args: argparse.Namespace) -> str:
 def api_client(args: argparse.Namespace, pool_size: int = 4) -> Any:
     import kubernetes
 
-    from taskwarden import kube
-
     client, config = kubernetes.client, kubernetes.config
-
-    if not (args.kubeconfig or args.context):
-        return client.ApiClient(kube.load_client_config(pool_size))
     cfg = client.Configuration()
     loader: Any = config.load_kube_config  # untyped
-    loader(
-        config_file=args.kubeconfig,
-        context=args.context,
-        client_configuration=cfg,
-        persist_config=False,
-    )
+    if not (args.kubeconfig or args.context):
+        in_cluster: Any = config.load_incluster_config  # untyped
+        try:  # in a pod, its ServiceAccount; else KUBECONFIG / ~/.kube/config
+            in_cluster(client_configuration=cfg)
+        except config.ConfigException:
+            loader(client_configuration=cfg, persist_config=False)
+    else:
+        loader(
+            config_file=args.kubeconfig,
+            context=args.context,
+            client_configuration=cfg,
+            persist_config=False,
+        )
     cfg.connection_pool_maxsize = pool_size
     return client.ApiClient(cfg)
 

@@ -24,7 +24,7 @@ from taskwarden.kube import Kube
 from taskwarden.server import approval_status, exchange, https
 
 READ_WORKERS: Final = 16
-"""Threads of the reviews' own API client."""
+"""Requests in flight at once on the reviews' own API connections (kube.Kube workers)."""
 
 
 @dataclass

@@ -1,0 +1,136 @@
+"""kube.py authenticates to the real API server from a kubeconfig alone, without importing the
+`kubernetes` client: client certificates (files or embedded data), a bearer token and a token
+file. The token is sent on every request (a past bug: requests without it got 403 as
+system:anonymous)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from taskwarden import controlplane
+from tests.integration import helpers
+
+# In a fresh interpreter: what one Kube, built from $KUBECONFIG, can do in namespace argv[1].
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from taskwarden import kube
+
+    async def main(ns):
+        k = kube.Kube(workers=4)
+        try:
+            got = [await k.get_configmap(ns, "probe") for _ in range(3)]  # connections reused
+            out = {"data": [g["data"] for g in got if g]}
+            try:
+                await k.list_secrets(ns, "")
+                out["secrets"] = "allowed"
+            except kube.ApiError as e:
+                out["secrets"] = [e.status, json.loads(e.body).get("message", "")]
+            return out
+        finally:
+            await k.aclose()
+
+    out = asyncio.run(main(sys.argv[1]))
+    out["kubernetes_imported"] = sorted(m for m in sys.modules if m.startswith("kubernetes"))
+    print(json.dumps(out))
+    """
+)
+
+
+def run_as(kubeconfig: Path, ns: str) -> dict[str, Any]:
+    env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", "HOME": str(kubeconfig.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, ns], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def write(path: Path, cluster: controlplane.ControlPlane, user: dict[str, Any]) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "current-context": "c",
+                "clusters": [
+                    {
+                        "name": "k",
+                        "cluster": {
+                            "server": cluster.server,
+                            "certificate-authority": str(cluster.pki / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": "u", "user": user}],
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            }
+        )
+    )
+    return path
+
+
+def probe(api: client.ApiClient, ns: str) -> None:
+    client.CoreV1Api(api).create_namespaced_config_map(
+        ns, {"metadata": {"name": "probe"}, "data": {"seen": "yes"}}
+    )
+
+
+def test_client_certificates_from_files_and_from_data(
+    cluster: controlplane.ControlPlane, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    probe(api, namespace)
+    files = run_as(cluster.kubeconfig, namespace)
+    assert files == {"data": [{"seen": "yes"}] * 3, "secrets": "allowed", "kubernetes_imported": []}
+    pki = cluster.pki
+
+    def data(name: str) -> str:
+        return base64.b64encode((pki / name).read_bytes()).decode()
+
+    embedded = write(
+        tmp_path / "embedded",
+        cluster,
+        {"client-certificate-data": data("admin.crt"), "client-key-data": data("admin.key")},
+    )
+    assert run_as(embedded, namespace) == files
+
+
+def test_a_service_account_token_and_token_file(
+    cluster: controlplane.ControlPlane, api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    probe(api, namespace)
+    sa = f"reader-{uuid.uuid4().hex[:6]}"
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": sa}})
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": sa},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": sa},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}],
+        },
+    )
+    token = helpers.sa_token(api, namespace, sa)
+    (tmp_path / "token").write_text(token)
+    for user in ({"token": token}, {"tokenFile": "token"}):
+        out = run_as(write(tmp_path / "kubeconfig", cluster, user), namespace)
+        assert out["data"] == [{"seen": "yes"}] * 3, user  # every request carries the token
+        status, message = out["secrets"]
+        # Denied as the ServiceAccount (not as system:anonymous): the token was sent.
+        assert status == 403
+        assert f"system:serviceaccount:{namespace}:{sa}" in message
+        assert out["kubernetes_imported"] == []
