@@ -330,8 +330,12 @@ class Kube:
 
     # ---------------------------------------------------------------- our resources
 
-    async def get(self, plural: str, ns: str, name: str) -> dict[str, Any]:
-        return await self.request("GET", _path(plural, ns, name))
+    async def get(self, plural: str, ns: str, name: str, *, cached: bool = False) -> dict[str, Any]:
+        """`cached`: served from the API server's watch cache (resourceVersion=0), no etcd
+        read; it may trail the latest write by milliseconds, so only for a read whose write
+        is conditioned on the resourceVersion it returns (a stale read then fails with 409)."""
+        params = {"resourceVersion": "0"} if cached else None
+        return await self.request("GET", _path(plural, ns, name), params=params)
 
     async def list(self, plural: str, ns: str | None = None) -> builtins.list[dict[str, Any]]:
         return await self._collect(_path(plural, ns))

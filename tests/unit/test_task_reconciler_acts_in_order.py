@@ -68,11 +68,15 @@ class FakeKube:
         """The jti the ledger ConfigMaps hold."""
         return {jti for cm in self.configmaps.values() for jti in cm["data"]}
 
-    async def get(self, plural: str, ns: str, name: str) -> dict[str, Any]:
+    async def get(self, plural: str, ns: str, name: str, *, cached: bool = False) -> dict[str, Any]:
         self.calls.append(("get", plural, name))
         if (ns, name) not in self.tasks:
             raise ApiError(404, "Not Found")
         return self.tasks[(ns, name)]
+
+    async def list_cached(self, plural: str, ns: str) -> list[dict[str, Any]]:
+        self.calls.append(("list_cached", plural, ns))
+        return []
 
     async def patch_status(
         self, plural: str, ns: str, name: str, patch: Any, *, resource_version: str | None = None

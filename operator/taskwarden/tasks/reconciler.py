@@ -24,13 +24,14 @@ from taskwarden import metrics
 from taskwarden.config import Settings
 from taskwarden.credentials.keymanager import KeyManager
 from taskwarden.index import Index, TaskRef
-from taskwarden.kube import TASKS, ApiError, Kube
+from taskwarden.kube import POLICIES, TASKS, ApiError, Kube
 from taskwarden.ledger import Ledger
+from taskwarden.policy.evaluation import NO_MATCHING_POLICY
 from taskwarden.publishing import RevocationPublisher
 from taskwarden.tasks import checks, gather, issue, revoke, sweep, transitions
 from taskwarden.tasks.context import Context
 from taskwarden.tasks.facts import Body, Facts, Key, Verdict, meta
-from taskwarden.tasks.scheduler import Scheduler
+from taskwarden.tasks.scheduler import ROTATE, Scheduler
 
 log = logging.getLogger(__name__)
 RETRY_DELAY = 1.0
@@ -118,8 +119,11 @@ class Reconciler:
                 await self._guarded(key, body)
             # else: the watch bringing back this process's own issuing write: nothing new.
 
-    async def refresh(self, key: Key) -> None:
-        """Re-read a task and reconcile it: after a pod, policy, approval or parent change."""
+    async def refresh(self, key: Key, *, cached: bool = False) -> None:
+        """Re-read a task and reconcile it: after a pod, policy, approval or parent change.
+        `cached` (rotations): read from the API server's watch cache, no etcd read; the body
+        then counts as possibly stale (issue.keep re-reads when it names an older jti than
+        this process wrote, and the status write is conditioned on its resourceVersion)."""
         await self.active.wait()
         if not self.owns(key):
             return
@@ -127,20 +131,20 @@ class Reconciler:
             if not self.owns(key):
                 return
             try:
-                body = await self.kube.get(TASKS, *key)
+                body = await self.kube.get(TASKS, *key, cached=cached)
             except ApiError as e:
                 if e.status == 404:
                     self.ctx.forget(key)
                     return
                 raise
-            await self._guarded(key, body, fresh=True)
+            await self._guarded(key, body, fresh=not cached)
 
     def refresh_soon(self, keys: list[Key]) -> None:
         for key in keys:
             self._spawn(self.refresh(key))
 
     async def _on_deadline(self, key: Key, kind: str) -> None:
-        await self.refresh(key)
+        await self.refresh(key, cached=kind == ROTATE)
 
     async def reconcile_now(self, body: Body) -> None:
         """Reconcile a task body read by the start-up resync (the caller knows it is active)."""
@@ -206,6 +210,14 @@ class Reconciler:
             self.kube, self.index, self.settings.identity.trust_domain, body
         )
         stopped_at, verdict = checks.run(facts, now)
+        if verdict.reason == NO_MATCHING_POLICY:
+            # A policy and its task applied together: the task's watch can be faster than the
+            # policies' (kopf's). A denial is final, so decide again on what the API holds.
+            await self._catch_up_policies(ns)
+            facts = await gather.gather(
+                self.kube, self.index, self.settings.identity.trust_domain, body
+            )
+            stopped_at, verdict = checks.run(facts, now)
         if not verdict.final:
             self.scheduler.schedule(key, "expire", facts.expires_at)
         needed_approval = bool(
@@ -215,6 +227,15 @@ class Reconciler:
         new_phase, issued = await self._act(action, facts, verdict, now, fresh)
         if new_phase != phase or issued:
             self._count(stopped_at, facts)
+
+    async def _catch_up_policies(self, ns: str) -> None:
+        """Read the namespace's policies from the API server's watch cache and put any the
+        index has not seen yet (or holds in an older version) into it."""
+        known = self.index.policies.get(ns, {})
+        for pol in await self.kube.list_cached(POLICIES, ns):
+            name = (pol.get("metadata") or {}).get("name")
+            if name not in known or known[name].get("spec") != (pol.get("spec") or {}):
+                self.index.put_policy(pol)
 
     def _count(self, stopped_at: str, facts: Facts) -> None:
         """The decision metrics, counted only for a reconcile that acted on them (moved the
