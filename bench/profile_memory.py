@@ -84,10 +84,11 @@ def active(api: client.ApiClient, ns: str) -> int:
             return n
 
 
-def create(agent: client.ApiClient, ns: str, i: int) -> None:
+def create(agent: client.ApiClient, ns: str, i: int, ttl: str | None) -> None:
+    body = h.task_body(f"m-{i:06d}", **({"ttl": ttl, "credential_ttl": ttl} if ttl else {}))
     for _ in range(20):  # a traced operator can be slow enough for a webhook to time out
         try:
-            h.create(agent, ns, "agenttasks", h.task_body(f"m-{i:05d}"))
+            h.create(agent, ns, "agenttasks", body)
             return
         except client.ApiException as e:
             if e.status == 409:
@@ -101,6 +102,11 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--no-trace", action="store_true")
     ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument(
+        "--ttl",
+        help="ttl and credentialTTL of every task (e.g. 2h: no rotation while measuring; the"
+        " default 5m credentials rotate 10,000 tasks at about this machine's capacity)",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tw-mem-"))
     (work / "hook").mkdir()
@@ -126,7 +132,10 @@ def main() -> None:
         client.CoreV1Api(api).create_namespace({"metadata": {"name": "taskwarden-system"}})
         ns = "mem"
         h.agent_namespace(api, ns)
-        env = h.agent_env(api, ns, cluster=cp)
+        policy = h.policy_body(accounts=("agent",))
+        if args.ttl:
+            policy["spec"].update({"maxTTL": args.ttl, "maxCredentialTTL": args.ttl})
+        env = h.agent_env(api, ns, cluster=cp, policy=policy)
         agent = env.as_agent()
         penv = dict(os.environ)
         penv["PYTHONPATH"] = f"{work / 'hook'}:{penv.get('PYTHONPATH', '')}"
@@ -145,8 +154,14 @@ def main() -> None:
         s0 = snapshot(op, work / "snap")
         t0 = time.monotonic()
         with ThreadPoolExecutor(4 if not args.no_trace else 8) as pool:
-            list(pool.map(lambda i: create(agent, ns, i), range(args.tasks)))
-        h.wait_for(lambda: active(api, ns) == args.tasks, timeout=1200, interval=1)
+            list(pool.map(lambda i: create(agent, ns, i, args.ttl), range(args.tasks)))
+        # The operator's own count (a LIST of 100,000 tasks every second would be the load).
+        h.wait_for(
+            lambda: op.metric("taskwarden_active_credentials") >= args.tasks,
+            timeout=1200 + args.tasks / 20,
+            interval=2,
+        )
+        assert active(api, ns) == args.tasks
         took = time.monotonic() - t0
         time.sleep(3)
         running = rss(op)
@@ -154,14 +169,23 @@ def main() -> None:
         op.kill()
         t1 = time.monotonic()
         op.start(wait=False)
-        h.wait_for(op.healthy, timeout=600, interval=1)
+        h.wait_for(op.healthy, timeout=600 + args.tasks / 50, interval=1)
         started = time.monotonic() - t1
+        h.wait_for(
+            lambda: op.metric("taskwarden_live_tasks") >= args.tasks,
+            timeout=600 + args.tasks / 50,
+            interval=1,
+        )
+        resynced = time.monotonic() - t1
         time.sleep(3)
         after = rss(op)
         snapshot(op, work / "snap")
         print((work / "snap.objects").read_text())
         n = args.tasks
-        print(f"tasks {n}: created and Active in {took:.1f}s; restart to healthy {started:.1f}s")
+        print(
+            f"tasks {n}: created and Active in {took:.1f}s; restart to healthy {started:.1f}s,"
+            f" to every task known again {resynced:.1f}s"
+        )
         print(f"idle RSS {idle[0]:.1f} MiB")
         print(
             f"running RSS {running[0]:.1f} MiB ({(running[0] - idle[0]) * 1024 / n:.2f} KiB/task)"

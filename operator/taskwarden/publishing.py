@@ -262,11 +262,15 @@ class RevocationPublisher:
             metrics.revocation_list_entries.set(len(self.list))
             for _ in range(10):
                 try:
+                    # urgent: a revocation is not done until listed; this write must not
+                    # queue behind the Secret deletes and status writes of the same burst.
                     if self._rv is None:
-                        res = await self.kube.create_configmap(self.namespace, self._body())
+                        res = await self.kube.create_configmap(
+                            self.namespace, self._body(), urgent=True
+                        )
                     else:
                         res = await self.kube.replace_configmap(
-                            self.namespace, REVOCATIONS_CONFIGMAP, self._body()
+                            self.namespace, REVOCATIONS_CONFIGMAP, self._body(), urgent=True
                         )
                     self._rv = res["metadata"]["resourceVersion"]
                     break

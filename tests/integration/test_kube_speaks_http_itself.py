@@ -5,6 +5,7 @@ system:anonymous)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
@@ -134,3 +135,42 @@ def test_a_service_account_token_and_token_file(
         assert status == 403
         assert f"system:serviceaccount:{namespace}:{sa}" in message
         assert out["kubernetes_imported"] == []
+
+
+def test_an_urgent_write_does_not_queue_behind_the_workers(
+    api: client.ApiClient, namespace: str
+) -> None:
+    """The revocation list's write is `urgent`: with every worker slot taken by requests that
+    are still in flight (here one slot, held by a WATCH made through `request`, which the
+    server keeps open), an urgent write completes while a normal one is still waiting."""
+    from taskwarden.kube import Kube
+
+    async def scenario() -> dict[str, bool]:
+        kube = Kube(api.configuration, workers=1)
+        try:
+            holder = asyncio.create_task(
+                kube.request(
+                    "GET",
+                    f"/api/v1/namespaces/{namespace}/configmaps",
+                    params={"watch": "1", "timeoutSeconds": "20"},
+                )
+            )
+            await asyncio.sleep(0.5)  # the holder has its slot (its request is out)
+            body = {"metadata": {"name": "urgent", "namespace": namespace}}
+            normal = asyncio.create_task(
+                kube.create_configmap(
+                    namespace, {"metadata": {"name": "normal", "namespace": namespace}}
+                )
+            )
+            await kube.create_configmap(namespace, body, urgent=True)
+            seen = {"holder_done": holder.done(), "normal_done": normal.done()}
+            await asyncio.gather(holder, normal, return_exceptions=True)
+            return seen
+        finally:
+            await kube.aclose()
+
+    seen = asyncio.run(scenario())
+    assert seen == {"holder_done": False, "normal_done": False}
+    core = client.CoreV1Api(api)
+    assert core.read_namespaced_config_map("urgent", namespace).metadata.name == "urgent"
+    assert core.read_namespaced_config_map("normal", namespace).metadata.name == "normal"

@@ -46,13 +46,15 @@ class FakeKube:
         cm = self.configmaps.get(name)
         return copy.deepcopy(cm) if cm else None
 
-    async def create_configmap(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def create_configmap(self, ns: str, body: dict[str, Any], **_: Any) -> dict[str, Any]:
         name = body["metadata"]["name"]
         if name in self.configmaps:
             raise ApiError(409, "AlreadyExists")
         return self._store_configmap(name, body)
 
-    async def replace_configmap(self, ns: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def replace_configmap(
+        self, ns: str, name: str, body: dict[str, Any], **_: Any
+    ) -> dict[str, Any]:
         if body["metadata"].get("resourceVersion") != self.configmaps[name]["metadata"]["rv"]:
             raise ApiError(409, "Conflict")
         return self._store_configmap(name, body)
