@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import json
+import os
 import signal
 import sys
 import threading
@@ -42,7 +44,17 @@ from taskwarden import controlplane, names
 
 TW_NS, NAIVE_NS = "hotpath", "naive"
 NAIVE_GROUP, NAIVE_VERSION, NAIVE_PLURAL = "bench.taskwarden.dev", "v1", "naivetasks"
-TTL = "2h"  # long enough that no rotation or expiry runs during the bench
+PROCS: dict[str, int] = {}
+"""Processes whose CPU is accounted per issuance: the control plane's, both operators, this."""
+TTL = "2h"
+
+
+def cpu_now() -> dict[str, float]:
+    out = {}
+    for name, pid in PROCS.items():
+        with contextlib.suppress(OSError):
+            out[name] = procmem.cpu_seconds(pid)
+    return out  # long enough that no rotation or expiry runs during the bench
 
 
 class Tracker(Observer):
@@ -320,7 +332,17 @@ def latency_round(
     r: dict[str, float] = {}
     for s in (tw, naive):
         one = s.run([f"a1-r{run}-{i}" for i in range(args.tasks)], 1)
+        cpu0 = cpu_now()
         many = s.run([f"a16-r{run}-{i}" for i in range(args.concurrent_tasks)], 16)
+        cpu1 = cpu_now()
+        # Where the CPU of one issuance goes, per process (the other operator idles meanwhile).
+        r.update(
+            {
+                f"{s.label}.16.cpu_ms.{k}": 1000 * (cpu1[k] - cpu0[k]) / args.concurrent_tasks
+                for k in cpu1
+                if k in cpu0
+            }
+        )
         r.update(summary(f"{s.label}.1", one))
         r.update(summary(f"{s.label}.16", many, (50, 90, 99)))
         r[f"{s.label}.create.50"] = pct(one["create"], 50)
@@ -398,6 +420,9 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=500, help="completions in the revocation burst")
     ap.add_argument("--live", type=int, default=10_000, help="live tasks for the memory part")
     ap.add_argument("--skip-naive-memory", action="store_true")
+    ap.add_argument(
+        "--skip-memory", action="store_true", help="latency rounds only (memory: profile_memory.py)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     if args.quick:
@@ -413,8 +438,10 @@ def main() -> None:
         measure(args, results)
     finally:
         results["wall_s"] = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
-        results["complete"] = "naive" in results.get("memory", {}) or (
-            args.skip_naive_memory and "memory" in results
+        results["complete"] = (
+            "naive" in results.get("memory", {})
+            or (args.skip_naive_memory and "memory" in results)
+            or (args.skip_memory and len(results.get("rounds", [])) == args.repeats)
         )
         if "median" in results:
             results["markdown"] = report(results)
@@ -438,6 +465,7 @@ def measure(args: argparse.Namespace, results: dict[str, Any]) -> None:
         results["secret_bytes"] = sizes = secret_sizes(api, TW_NS, "warm-0")
         nop = procmem.naive_operator(cp.kubeconfig, op.workdir, json.dumps(sizes))
         nop.start()
+        PROCS.update(cp.pids, taskwarden=op.proc.pid, naive=nop.pid, bench=os.getpid())
         try:
             naive.run(warm, 4)
             issuance.floor(api, TW_NS, 20, 4, 99)
@@ -446,6 +474,8 @@ def measure(args: argparse.Namespace, results: dict[str, Any]) -> None:
             for run in range(args.repeats):
                 rounds.append(latency_round(api, tw, naive, run, args))
                 results["median"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
+            if args.skip_memory:
+                return
             results["memory"] = {"taskwarden": memory_taskwarden(op, tw, args.live)}
             print(json.dumps(results["memory"]), flush=True)
             if not args.skip_naive_memory:

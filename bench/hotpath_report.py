@@ -150,7 +150,28 @@ def report(res: dict[str, Any]) -> str:
         f"repeat(s); memory measured once. Credential Secret data (bytes per key): "
         f"{res['secret_bytes']}."
     )
-    return f"{head}\n\n{table}\n\n{goals(m, tw_mem, live)}\n"
+    return f"{head}\n\n{table}\n\n{cpu(m)}{goals(m, tw_mem, live)}\n"
+
+
+def cpu(m: dict[str, float]) -> str:
+    """CPU ms per issuance of each process in the 16-agent runs (bench/hotpath.py PROCS)."""
+    lines = []
+    for label in ("taskwarden", "naive"):
+        prefix = f"{label}.16.cpu_ms."
+        parts = {k[len(prefix) :]: v for k, v in m.items() if k.startswith(prefix)}
+        if parts:
+            total = sum(parts.values())
+            each = ", ".join(
+                f"{k} {v:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])
+            )
+            lines.append(f"- {label}: {total:.1f} ms in all ({each})")
+    if not lines:
+        return ""
+    return (
+        "CPU per issuance, 16 agents (ms, all processes on the machine):\n"
+        + "\n".join(lines)
+        + "\n\n"
+    )
 
 
 def per_task(mem: dict[str, float], idle: float | None) -> str:

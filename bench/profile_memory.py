@@ -84,7 +84,8 @@ def active(api: client.ApiClient, ns: str) -> int:
             return n
 
 
-def create(agent: client.ApiClient, ns: str, i: int, ttl: str | None) -> None:
+def create(agents: dict[str, client.ApiClient], ns: str, i: int, ttl: str | None) -> None:
+    agent = agents[ns]
     body = h.task_body(f"m-{i:06d}", **({"ttl": ttl, "credential_ttl": ttl} if ttl else {}))
     for _ in range(20):  # a traced operator can be slow enough for a webhook to time out
         try:
@@ -102,6 +103,13 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--no-trace", action="store_true")
     ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument(
+        "--namespaces",
+        type=int,
+        default=1,
+        help="spread the tasks over this many agent namespaces (the ledger's ConfigMaps are"
+        " grouped by namespace: 100,000 tasks in one namespace make each ledger write ~0.5 MB)",
+    )
     ap.add_argument(
         "--ttl",
         help="ttl and credentialTTL of every task (e.g. 2h: no rotation while measuring; the"
@@ -130,13 +138,16 @@ def main() -> None:
                 }
             )
         client.CoreV1Api(api).create_namespace({"metadata": {"name": "taskwarden-system"}})
-        ns = "mem"
-        h.agent_namespace(api, ns)
+        spaces = (
+            [f"mem-{j:02d}" for j in range(args.namespaces)] if args.namespaces > 1 else ["mem"]
+        )
+        agents = {}
         policy = h.policy_body(accounts=("agent",))
         if args.ttl:
             policy["spec"].update({"maxTTL": args.ttl, "maxCredentialTTL": args.ttl})
-        env = h.agent_env(api, ns, cluster=cp, policy=policy)
-        agent = env.as_agent()
+        for ns in spaces:
+            h.agent_namespace(api, ns)
+            agents[ns] = h.agent_env(api, ns, cluster=cp, policy=policy).as_agent()
         penv = dict(os.environ)
         penv["PYTHONPATH"] = f"{work / 'hook'}:{penv.get('PYTHONPATH', '')}"
         penv["TW_FRAMES"] = str(args.frames)
@@ -154,14 +165,19 @@ def main() -> None:
         s0 = snapshot(op, work / "snap")
         t0 = time.monotonic()
         with ThreadPoolExecutor(4 if not args.no_trace else 8) as pool:
-            list(pool.map(lambda i: create(agent, ns, i, args.ttl), range(args.tasks)))
+            list(
+                pool.map(
+                    lambda i: create(agents, spaces[i % len(spaces)], i, args.ttl),
+                    range(args.tasks),
+                )
+            )
         # The operator's own count (a LIST of 100,000 tasks every second would be the load).
         h.wait_for(
             lambda: op.metric("taskwarden_active_credentials") >= args.tasks,
             timeout=1200 + args.tasks / 20,
             interval=2,
         )
-        assert active(api, ns) == args.tasks
+        assert sum(active(api, ns) for ns in spaces) == args.tasks
         took = time.monotonic() - t0
         time.sleep(3)
         running = rss(op)
