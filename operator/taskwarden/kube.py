@@ -41,6 +41,8 @@ PAGE = 500
 WATCH_SECONDS = 300
 LINE_LIMIT = 2**20
 """aiohttp's reader refuses a line (one watch event) over twice this: 2 MiB per object."""
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+"""Accept header of a LIST that returns every item's metadata only."""
 URGENT_SLOTS = 2
 """Requests in flight outside the `workers` queue, for the writes whose delay is a security
 delay: the revocation list (one writer at a time already). Under a burst of 500 completions
@@ -222,11 +224,12 @@ class Kube:
         content_type: str = JSON,
         *,
         urgent: bool = False,
+        accept: str = JSON,
     ) -> bytes:
         """The raw response body of a 2xx answer; any other status raises ApiError. An
         `urgent` request does not queue behind the `workers` slots (see URGENT_SLOTS)."""
         http = self._session()
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = {"Accept": accept}
         data = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":"), default=_jsonable).encode()
@@ -255,13 +258,20 @@ class Kube:
         body: Any = None,
         content_type: str = JSON,
         urgent: bool = False,
+        accept: str = JSON,
     ) -> dict[str, Any]:
         """`method` on `path` (from the server's root: "/api/v1/..."), the answer parsed."""
-        raw = await self._send(method, path, params, body, content_type, urgent=urgent)
+        raw = await self._send(
+            method, path, params, body, content_type, urgent=urgent, accept=accept
+        )
         return dict(json.loads(raw)) if raw else {}
 
     async def _paged(
-        self, path: str, params: Mapping[str, str] | None = None, limit: int = PAGE
+        self,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        limit: int = PAGE,
+        accept: str = JSON,
     ) -> AsyncGenerator[tuple[builtins.list[dict[str, Any]], str], None]:
         token = ""
         rv = ""
@@ -269,7 +279,7 @@ class Kube:
             query = {**(params or {}), "limit": str(limit)}
             if token:
                 query["continue"] = token
-            doc = await self.request("GET", path, params=query)
+            doc = await self.request("GET", path, params=query, accept=accept)
             md = doc.get("metadata") or {}
             rv = rv or str(md.get("resourceVersion") or "")
             token = str(md.get("continue") or "")
@@ -292,12 +302,16 @@ class Kube:
         path: str,
         keep: Callable[[dict[str, Any]], Any] = lambda i: i,
         label_selector: str = "",
+        field_selector: str = "",
+        accept: str = JSON,
     ) -> builtins.list[Any]:
         """Every page of a LIST, keeping only `keep(item)` of each item as it is parsed: with
         10,000 credential Secrets a full LIST held at once would cost hundreds of MiB."""
-        params = {"labelSelector": label_selector} if label_selector else None
+        params = {"labelSelector": label_selector} if label_selector else {}
+        if field_selector:
+            params["fieldSelector"] = field_selector
         out: builtins.list[Any] = []
-        async for items, _ in self._paged(path, params):
+        async for items, _ in self._paged(path, params, accept=accept):
             out.extend(keep(item) for item in items)
         return out
 
@@ -460,9 +474,20 @@ class Kube:
             raise
 
     async def list_secrets(
-        self, ns: str | None, label_selector: str
+        self, ns: str | None, label_selector: str, secret_type: str = ""
     ) -> builtins.list[dict[str, Any]]:
-        """Secrets' type and metadata only: the sweeper never needs (or keeps) their data."""
+        """Secrets' type and metadata only: the sweeper never needs (or keeps) their data.
+        With `secret_type`, only Secrets of that type, and the API server sends metadata alone
+        (PartialObjectMetadataList): no token or JWKS of 10,000 credentials is encoded, sent
+        or parsed every sweep."""
+        if secret_type:
+            return await self._collect(
+                _at(CORE_V1, "secrets", ns),
+                lambda item: {"type": secret_type, "metadata": item.get("metadata") or {}},
+                label_selector,
+                field_selector=f"type={secret_type}",
+                accept=METADATA_LIST,
+            )
 
         def meta(item: dict[str, Any]) -> dict[str, Any]:
             return {"type": item.get("type"), "metadata": item.get("metadata") or {}}

@@ -78,3 +78,33 @@ def test_ten_thousand_deadlines_are_cheap() -> None:
 
     heap = asyncio.run(scenario())
     assert heap <= 4 * 20_000  # stale entries are compacted, not accumulated without bound
+
+
+def test_rescheduling_keeps_the_heap_within_four_times_the_live_entries() -> None:
+    """Stale entries (lazy deletion) are compacted away: 2,000 keys rescheduled ten times each
+    leave a heap of at most 4x the 4,000 live entries, and the latest deadlines still fire."""
+    clock = Clock(0.0)
+    fired: list[tuple[tuple[str, str], str]] = []
+
+    async def cb(key: tuple[str, str], kind: str) -> None:
+        fired.append((key, kind))
+
+    async def scenario() -> None:
+        s = scheduler.Scheduler(cb, clock)
+        for round_ in range(10):
+            for i in range(2000):
+                s.schedule(("ns", f"t{i}"), "expire", 100.0 + round_)
+                s.schedule(("ns", f"t{i}"), "refresh", 200.0 + round_)
+            assert len(s._heap) <= 4 * 4000 + 1
+        assert len(s) == 2000
+        runner = asyncio.create_task(s.run())
+        clock.now = 150.0
+        s._wake.set()
+        for _ in range(200):
+            await asyncio.sleep(0)
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(scenario())
+    assert sorted(fired) == sorted((("ns", f"t{i}"), "expire") for i in range(2000))

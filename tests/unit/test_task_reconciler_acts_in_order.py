@@ -128,7 +128,9 @@ class FakeKube:
     async def create_event(self, ns: str, body: dict[str, Any]) -> None:
         self.calls.append(("event", body["reason"]))
 
-    async def list_secrets(self, ns: str | None, selector: str) -> list[dict[str, Any]]:
+    async def list_secrets(
+        self, ns: str | None, selector: str, secret_type: str = ""
+    ) -> list[dict[str, Any]]:
         return [{"type": s["type"], "metadata": s["metadata"]} for s in self.secrets.values()]
 
     async def list_tasks_brief(self, ns: str | None) -> list[dict[str, Any]]:

@@ -46,10 +46,10 @@ def _ours(secret: dict[str, Any], task_name: str) -> bool:
 async def _list_secrets(ctx: Context) -> list[dict[str, Any]]:
     ns_filter = ctx.settings.watch.namespaces
     if not ns_filter:
-        return await ctx.kube.list_secrets(None, names.TASK_LABEL)
+        return await ctx.kube.list_secrets(None, names.TASK_LABEL, names.SECRET_TYPE)
     secrets: list[dict[str, Any]] = []
     for ns in ns_filter:
-        secrets += await ctx.kube.list_secrets(ns, names.TASK_LABEL)
+        secrets += await ctx.kube.list_secrets(ns, names.TASK_LABEL, names.SECRET_TYPE)
     return secrets
 
 
