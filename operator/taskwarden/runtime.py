@@ -26,6 +26,7 @@ from taskwarden.kube import APPROVALS, POLICIES, TASKS, Kube
 from taskwarden.ledger import Ledger
 from taskwarden.publishing import KeyManager, RevocationPublisher
 from taskwarden.sharding.leases import Coordinator
+from taskwarden.tasks import facts
 from taskwarden.tasks.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,7 @@ async def build(settings: config.Settings) -> Runtime:
         settings.watch.namespaces,
         on_listed=reconciler.reconcile_now,
         on_event=reconciler.on_task_event,
+        urgent=facts.ending,  # a completion or deletion never waits behind issuances
         # Sharding: tasks of shards this replica does not hold are dropped while listing
         # (their events are dropped at the reconciler's entry, which checks owns() too).
         wanted=lambda t: (

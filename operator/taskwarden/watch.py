@@ -99,12 +99,15 @@ class EventSource:
         on_listed: Callable[[Obj], Awaitable[None]],
         on_event: Callable[[str, Obj], Awaitable[None]],
         wanted: Callable[[Obj], bool] = lambda _: True,
+        urgent: Callable[[str, Obj], bool] = lambda kind, _: kind == "DELETED",
         concurrency: int = 32,
         page_size: int = 500,
     ) -> None:
         self.kube, self.plural = kube, plural
         self._scopes: tuple[str | None, ...] = tuple(namespaces) or (None,)
         self._on_listed, self._on_event, self._wanted = on_listed, on_event, wanted
+        self._urgent = urgent
+        """Events that never wait for a worker (for tasks: the ones that end a credential)."""
         self._concurrency, self._page_size = concurrency, page_size
         self._rv: dict[str | None, str] = {}
         self._queues: dict[Key, list[tuple[str, Obj | Frozen]]] = {}
@@ -113,6 +116,7 @@ class EventSource:
         self._watchers: list[asyncio.Task[None]] = []
         self._workers: set[asyncio.Task[None]] = set()
         self._working = 0
+        self._in_hand: set[Key] = set()
         """Workers not yet past their last look at `_ready` (the set may still hold finished
         ones whose done-callbacks have not run: counting those could leave an event waiting
         with no worker)."""
@@ -239,44 +243,59 @@ class EventSource:
     def _dispatch(self, kind: str, obj: Obj) -> None:
         """Queue an event for its object's worker. A newer state of the same object (same uid,
         not deleted) replaces the one still waiting, so a burst of updates is handled once;
-        a deletion, or an object recreated under the same name, is never coalesced away."""
+        a deletion, or an object recreated under the same name, is never coalesced away. An
+        `urgent` event (a task ending: its credential must go now) gets a worker at once, even
+        past MAX_WORKERS and even if its object was waiting: a burst of 500 completions behind
+        64 workers took 5 s to revoke."""
         key = _key(_interned(obj))
+        urgent = self._urgent(kind, obj)
         queue = self._queues.get(key)
         if queue is None:
-            self._queues[key] = [(kind, obj)]
-            self._ready.append(key)
-            if self._working < MAX_WORKERS:
-                self._working += 1
-                worker = asyncio.create_task(self._work())
-                self._workers.add(worker)
-                worker.add_done_callback(self._workers.discard)
+            if urgent or self._working < MAX_WORKERS:
+                self._queues[key] = [(kind, obj)]
+                self._start(key)
             else:  # waits for a worker: compact until then
-                self._queues[key][0] = (kind, Frozen(obj))
+                self._queues[key] = [(kind, Frozen(obj))]
+                self._ready.append(key)
             return
-        coalesce(queue, kind, Frozen(obj))  # waits behind the event in hand
+        coalesce(queue, kind, Frozen(obj))  # waits behind the event in hand, or in line
+        if urgent and key not in self._in_hand:
+            self._start(key)  # was in line: goes now (its entry in line is skipped later)
 
-    async def _work(self) -> None:
-        """Take the object that has waited longest and handle its events in order, until none
-        is left waiting."""
+    def _start(self, key: Key) -> None:
+        self._working += 1
+        worker = asyncio.create_task(self._work(key))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+
+    async def _work(self, first: Key) -> None:
+        """Handle `first`, then the objects that have waited longest, while no more than
+        MAX_WORKERS workers run (urgent ones may have pushed the count past it)."""
         try:
-            while self._ready:
+            await self._handle(first)
+            while self._ready and self._working <= MAX_WORKERS:
                 await self._handle(self._ready.popleft())
         finally:
             self._working -= 1
 
     async def _handle(self, key: Key) -> None:
+        """Every event of `key`, in order; nothing if another worker has it in hand (it takes
+        what arrives meanwhile) or nothing waits for it any more."""
         queue = self._queues.get(key)
-        if queue is not None:
-            try:
-                while queue:
-                    kind, waiting = queue.pop(0)
-                    obj = _thaw(waiting)
-                    del waiting
-                    try:
-                        await self._on_event(kind, obj)
-                    except Exception:
-                        log.exception("%s %s/%s: handling %s failed", self.plural, *key, kind)
-                    del obj
-            finally:
-                if self._queues.get(key) is queue:
-                    del self._queues[key]
+        if queue is None or key in self._in_hand:
+            return
+        self._in_hand.add(key)
+        try:
+            while queue:
+                kind, waiting = queue.pop(0)
+                obj = _thaw(waiting)
+                del waiting
+                try:
+                    await self._on_event(kind, obj)
+                except Exception:
+                    log.exception("%s %s/%s: handling %s failed", self.plural, *key, kind)
+                del obj
+        finally:
+            self._in_hand.discard(key)
+            if self._queues.get(key) is queue:
+                del self._queues[key]

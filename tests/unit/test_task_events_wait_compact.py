@@ -49,7 +49,14 @@ def test_a_burst_waits_compact_and_is_handled_in_order(monkeypatch: pytest.Monke
         async def nothing(_: dict[str, Any]) -> None:
             return None
 
-        source = watch.EventSource(None, "agenttasks", (), on_listed=nothing, on_event=on_event)  # type: ignore[arg-type]
+        source = watch.EventSource(
+            None,  # type: ignore[arg-type]
+            "agenttasks",
+            (),
+            on_listed=nothing,
+            on_event=on_event,
+            urgent=lambda kind, obj: False,  # the bound alone (urgency: the test below)
+        )
         for i in range(50):
             source._dispatch("ADDED", task(i, rv=100 + i))
         for i in range(10, 20):  # newer states of objects still waiting: replace them
@@ -79,3 +86,72 @@ def test_a_burst_waits_compact_and_is_handled_in_order(monkeypatch: pytest.Monke
         assert handled[-1] == ("MODIFIED", "t-000", "999")
 
     asyncio.run(scenario())
+
+
+def test_an_ending_task_never_waits_in_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Completions and deletions (urgent) get a worker at once, past MAX_WORKERS, even when
+    their object was waiting in line; the rest still wait their turn, each object once."""
+    monkeypatch.setattr(watch, "MAX_WORKERS", 2)
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        started: list[tuple[str, str]] = []
+
+        async def on_event(kind: str, obj: dict[str, Any]) -> None:
+            started.append((kind, obj["metadata"]["name"]))
+            if not obj["spec"].get("completed") and kind != "DELETED":
+                await gate.wait()
+
+        async def nothing(_: dict[str, Any]) -> None:
+            return None
+
+        def ending(kind: str, obj: dict[str, Any]) -> bool:
+            return kind == "DELETED" or obj["spec"].get("completed") is True
+
+        source = watch.EventSource(
+            None,  # type: ignore[arg-type]
+            "agenttasks",
+            (),
+            on_listed=nothing,
+            on_event=on_event,
+            urgent=ending,
+        )
+        for i in range(10):
+            source._dispatch("ADDED", task(i, rv=100 + i))
+        done = task(7, rv=200)
+        done["spec"]["completed"] = True
+        source._dispatch("MODIFIED", done)  # t-007 was in line: goes now
+        source._dispatch("DELETED", task(20, rv=300))  # new object, workers all busy: goes now
+        await asyncio.sleep(0.01)
+        assert started == [
+            ("ADDED", "t-000"),
+            ("ADDED", "t-001"),
+            ("MODIFIED", "t-007"),
+            ("DELETED", "t-020"),
+        ]
+        gate.set()
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if not source.pending:
+                break
+        assert not source.pending and source._working == 0
+        names = [n for _, n in started]
+        assert sorted(names) == sorted({*(f"t-{i:03d}" for i in range(10)), "t-020"})
+        assert len(names) == 11, "t-007 handled once, in its latest state"
+
+    asyncio.run(scenario())
+
+
+def test_which_task_events_end_a_credential() -> None:
+    from taskwarden.tasks.facts import ending
+
+    live = task(1, rv=1)
+    assert not ending("ADDED", live) and not ending("MODIFIED", live)
+    assert ending("DELETED", live)
+    completed = {**live, "spec": {"completed": True}}
+    assert ending("MODIFIED", completed)
+    assert not ending("MODIFIED", {**completed, "status": {"phase": "Completed"}}), "done already"
+    revoked = {"metadata": {"annotations": {"taskwarden.dev/revoke": "leaked"}}, "spec": {}}
+    assert ending("MODIFIED", revoked)
+    deleting = {"metadata": {"deletionTimestamp": "2026-11-29T00:00:00Z"}, "spec": {}}
+    assert ending("MODIFIED", deleting)

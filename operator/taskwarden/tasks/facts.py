@@ -47,6 +47,21 @@ def meta(body: Body) -> tuple[str, str, str]:
     return md["namespace"], md["name"], md.get("uid", "")
 
 
+def ending(event_type: str, body: Body) -> bool:
+    """Does this watch event end a live task (deleted, being deleted, completed, or revoked on
+    request)? Its credential must go now, so the event never waits behind issuances."""
+    if event_type == "DELETED":
+        return True
+    if ((body.get("status") or {}).get("phase")) in names.TERMINAL:
+        return False
+    md = body.get("metadata") or {}
+    return bool(
+        (body.get("spec") or {}).get("completed") is True
+        or md.get("deletionTimestamp")
+        or (md.get("annotations") or {}).get(names.REVOKE_ANNOTATION)
+    )
+
+
 def requester(body: Body) -> str:
     """The username admission stamped on the task as its creator ("" when none)."""
     ann = (body.get("metadata") or {}).get("annotations") or {}
