@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -421,6 +422,12 @@ def main() -> None:
     ap.add_argument("--live", type=int, default=10_000, help="live tasks for the memory part")
     ap.add_argument("--skip-naive-memory", action="store_true")
     ap.add_argument(
+        "--only-revocation", action="store_true", help="the revocation burst alone, --repeats times"
+    )
+    ap.add_argument(
+        "--py-spy", help="with --only-revocation: py-spy binary to profile the operator"
+    )
+    ap.add_argument(
         "--skip-memory", action="store_true", help="latency rounds only (memory: profile_memory.py)"
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -441,13 +448,20 @@ def main() -> None:
         results["complete"] = (
             "naive" in results.get("memory", {})
             or (args.skip_naive_memory and "memory" in results)
-            or (args.skip_memory and len(results.get("rounds", [])) == args.repeats)
+            or (
+                (args.skip_memory or args.only_revocation)
+                and len(results.get("rounds", [])) == args.repeats
+            )
         )
-        if "median" in results:
+        if "median" in results and not args.only_revocation:
             results["markdown"] = report(results)
             print(results["markdown"])
         args.out.mkdir(parents=True, exist_ok=True)
-        tag = ("-quick" if args.quick else "") + ("" if results["complete"] else "-partial")
+        tag = (
+            ("-quick" if args.quick else "")
+            + ("-revocation" if args.only_revocation else "")
+            + ("" if results["complete"] else "-partial")
+        )
         path = args.out / f"hotpath-{started:%Y%m%dT%H%M%SZ}{tag}.json"
         path.write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(f"\nwritten: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
@@ -463,6 +477,48 @@ def measure(args: argparse.Namespace, results: dict[str, Any]) -> None:
         stamped = h.get(api, TW_NS, "agenttasks", "warm-0")["metadata"].get("annotations") or {}
         assert names.REQUESTER_ANNOTATION in stamped, "admission webhooks are not on"
         results["secret_bytes"] = sizes = secret_sizes(api, TW_NS, "warm-0")
+        if args.only_revocation:  # the burst alone, repeated; py-spy on the operator if asked
+            rounds = results["rounds"] = []
+            for run in range(args.repeats):
+                spy = None
+                if args.py_spy:
+                    out = args.out / f"revocation-burst-{run}.speedscope.json"
+                    spy = subprocess.Popen(
+                        [
+                            args.py_spy,
+                            "record",
+                            "-p",
+                            str(op.proc.pid),
+                            "-r",
+                            "200",
+                            "-f",
+                            "speedscope",
+                            "-o",
+                            str(out),
+                            "--nonblocking",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                lag0 = (
+                    op.metric("taskwarden_revocation_lag_seconds_sum"),
+                    op.metric("taskwarden_revocation_lag_seconds_count"),
+                )
+                r = revocation_burst(api, tw, args.burst, run)
+                lag1 = (
+                    op.metric("taskwarden_revocation_lag_seconds_sum"),
+                    op.metric("taskwarden_revocation_lag_seconds_count"),
+                )
+                # The operator's own view: from handling the event to listed and Secret deleted.
+                r["revoke.operator_mean"] = (lag1[0] - lag0[0]) / max(1.0, lag1[1] - lag0[1])
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(60)
+                print(json.dumps({"run": run, **r}), flush=True)
+                rounds.append(r)
+            results["median"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
+            print(json.dumps(results["median"]), flush=True)
+            return
         nop = procmem.naive_operator(cp.kubeconfig, op.workdir, json.dumps(sizes))
         nop.start()
         PROCS.update(cp.pids, taskwarden=op.proc.pid, naive=nop.pid, bench=os.getpid())

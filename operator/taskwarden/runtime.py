@@ -129,7 +129,8 @@ class Runtime:
                 await self.reconciler.resync_secrets()
                 await self.reconciler.resync_ledger()
                 t1 = time.monotonic()
-                n = await self.source.sweep()  # reconciles from the LIST, no GET per task
+                # Reconciles from the LIST, no GET per task, a few at a time in the background.
+                n = await self.source.sweep(background=True)
                 kube_mod.trim_memory()
                 log.info("swept %d live tasks in %.2fs", n, time.monotonic() - t1)
             except Exception:

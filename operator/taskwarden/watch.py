@@ -38,6 +38,14 @@ parsed task body is ~10 KiB of Python objects and a coroutine per object ~3 KiB 
 JSON ~2 KiB; with one worker per waiting object, 27,000 waiting tasks held ~1 GiB."""
 
 
+BACKGROUND_WORKERS = 2
+"""Listed objects handled at once by the periodic sweep (the start-up resync: `concurrency`)."""
+PAGE_SIZE = 100
+"""Objects per page of the task LIST: a page is parsed whole (~20 KiB a task with its
+managedFields) before it is handled and dropped; smaller pages leave fewer pymalloc arenas
+pinned by the long-lived per-task state allocated among them (RSS after a restart)."""
+
+
 class Frozen:
     """An event's object while it waits: its uid (for coalescing) and its JSON."""
 
@@ -101,7 +109,7 @@ class EventSource:
         wanted: Callable[[Obj], bool] = lambda _: True,
         urgent: Callable[[str, Obj], bool] = lambda kind, _: kind == "DELETED",
         concurrency: int = 32,
-        page_size: int = 500,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         self.kube, self.plural = kube, plural
         self._scopes: tuple[str | None, ...] = tuple(namespaces) or (None,)
@@ -131,13 +139,15 @@ class EventSource:
             n += await self._list(scope, remember=True)
         return n
 
-    async def sweep(self, only: Callable[[str], bool] | None = None) -> int:
+    async def sweep(
+        self, only: Callable[[str], bool] | None = None, *, background: bool = False
+    ) -> int:
         """The same full pass, leaving the running watch where it is (a deletion between the
         watch's version and this list's must still reach `on_event`). ``only``: hand over
         just the objects of these namespaces (a sharding take-over)."""
         n = 0
         for scope in self._scopes:
-            n += await self._list(scope, remember=False, only=only)
+            n += await self._list(scope, remember=False, only=only, background=background)
         return n
 
     @property
@@ -145,8 +155,18 @@ class EventSource:
         return bool(self._watchers)
 
     async def _list(
-        self, scope: str | None, *, remember: bool, only: Callable[[str], bool] | None = None
+        self,
+        scope: str | None,
+        *,
+        remember: bool,
+        only: Callable[[str], bool] | None = None,
+        background: bool = False,
     ) -> int:
+        """`background` (the periodic sweep): BACKGROUND_WORKERS objects at a time, so that a
+        turn of the event loop runs at most that many reconciles (~1.5 ms each) between two
+        reads of the sockets; with 32 a turn could hold every issuance in flight ~50 ms, and
+        sweeps of 1,200-8,000 tasks ran for 14-250 s of a bench's 16-agent rounds."""
+
         async def worker(todo: list[Obj]) -> None:
             # One object, then a yield: a page of listed tasks whose reconciles need no API
             # call would otherwise run back to back in one turn of the event loop (~500 of
@@ -174,7 +194,8 @@ class EventSource:
             items.clear()  # keep only the wanted objects of this page alive, and not for long
             n += len(page)
             page.reverse()  # handled in listing order
-            await asyncio.gather(*(worker(page) for _ in range(min(self._concurrency, len(page)))))
+            workers = BACKGROUND_WORKERS if background else self._concurrency
+            await asyncio.gather(*(worker(page) for _ in range(min(workers, len(page)))))
         if remember:
             self._rv[scope] = version
         return n
