@@ -37,7 +37,7 @@ JSON, MERGE_PATCH, JSON_PATCH = (
     "application/merge-patch+json",
     "application/json-patch+json",
 )
-PAGE = 500
+PAGE = 100
 WATCH_SECONDS = 300
 LINE_LIMIT = 2**20
 """aiohttp's reader refuses a line (one watch event) over twice this: 2 MiB per object."""
@@ -78,6 +78,13 @@ def _at(base: str, plural: str, ns: str | None = None, name: str | None = None) 
 
 def _path(plural: str, ns: str | None = None, name: str | None = None) -> str:
     return _at(CORE_V1 if plural in CORE else OURS, plural, ns, name)
+
+
+def _brief_meta(item: dict[str, Any]) -> dict[str, Any]:
+    """The metadata a sweep reads (no managedFields: kept for 10,000 Secrets at once)."""
+    md = item.get("metadata") or {}
+    keep = ("name", "namespace", "uid", "labels", "annotations", "ownerReferences")
+    return {k: md[k] for k in keep if k in md}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -483,14 +490,14 @@ class Kube:
         if secret_type:
             return await self._collect(
                 _at(CORE_V1, "secrets", ns),
-                lambda item: {"type": secret_type, "metadata": item.get("metadata") or {}},
+                lambda item: {"type": secret_type, "metadata": _brief_meta(item)},
                 label_selector,
                 field_selector=f"type={secret_type}",
                 accept=METADATA_LIST,
             )
 
         def meta(item: dict[str, Any]) -> dict[str, Any]:
-            return {"type": item.get("type"), "metadata": item.get("metadata") or {}}
+            return {"type": item.get("type"), "metadata": _brief_meta(item)}
 
         return await self._collect(_at(CORE_V1, "secrets", ns), meta, label_selector)
 
