@@ -66,10 +66,12 @@ class Ledger:
         """Where versions before SUBSHARDS put the entries of tasks in `namespace`."""
         return self._legacy[ring.shard_of(namespace, self.task_shards) % fmt.SHARDS]
 
-    async def load(self) -> None:
+    async def load(self, concurrency: int = 32) -> None:
         """Read every ConfigMap the ledger may use (at start-up, on take-over and before each
-        sweep): one GET per name, cheap when it does not exist; the role may not list."""
-        sem = asyncio.Semaphore(32)
+        sweep): one GET per name, cheap when it does not exist; the role may not list. The
+        periodic sweep passes a low `concurrency`: 528 GETs 32 at a time took every request
+        slot for seconds each minute, and issuances waited behind them."""
+        sem = asyncio.Semaphore(concurrency)
 
         async def one(name: str) -> None:
             async with sem:

@@ -127,7 +127,7 @@ class Runtime:
             t0 = time.monotonic()
             try:
                 await self.reconciler.resync_secrets()
-                await self.reconciler.resync_ledger()
+                await self.reconciler.resync_ledger(background=True)  # 2 GETs at a time
                 t1 = time.monotonic()
                 # Reconciles from the LIST, no GET per task, a few at a time in the background.
                 n = await self.source.sweep(background=True)

@@ -157,9 +157,9 @@ class Reconciler:
         """Delete credential Secrets whose task is gone, terminal, or holds another jti."""
         return await sweep.resync_secrets(self.ctx, self.lock)
 
-    async def resync_ledger(self) -> int:
+    async def resync_ledger(self, *, background: bool = False) -> int:
         """List (then drop) every ledger entry whose task is gone, terminal or moved on."""
-        return await sweep.resync_ledger(self.ctx, self.lock)
+        return await sweep.resync_ledger(self.ctx, self.lock, background=background)
 
     async def _guarded(self, key: Key, body: Body, *, fresh: bool = False) -> None:
         """`fresh`: the body was just read by a GET; a watch event or a LIST can be older than

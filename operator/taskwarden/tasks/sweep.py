@@ -80,7 +80,7 @@ def _delivered_here(ctx: Context, e: ledger.Entry, task: dict[str, Any] | None) 
     return ctx.index.secrets.get((e.namespace, delivery.secret_name(e.name))) == e.jti
 
 
-async def resync_ledger(ctx: Context, lock: Lock) -> int:
+async def resync_ledger(ctx: Context, lock: Lock, *, background: bool = False) -> int:
     """List every ledger entry whose task is gone, not Active, or moved past it without ever
     naming it (ledger.judge), then drop it; drop expired entries. Returns how many were
     listed. The ledger is read before the LIST of tasks: an entry in it was written after its
@@ -88,7 +88,7 @@ async def resync_ledger(ctx: Context, lock: Lock) -> int:
     A task that is listed but not (yet) holding the entry is re-checked against a fresh GET
     under its lock: an issuance in flight holds that lock."""
     held = await backing.held(ctx)  # credential backends: listed before the tasks, too
-    await ctx.ledger.load()
+    await ctx.ledger.load(concurrency=2 if background else 32)
     snapshot = ctx.ledger.entries()
     tasks = await _list_tasks(ctx)
     await backing.sweep(ctx, held, tasks)
