@@ -241,6 +241,7 @@ async def build(settings: config.Settings) -> Runtime:
         on_listed=reconciler.reconcile_now,
         on_event=reconciler.on_task_event,
         urgent=facts.ending,  # a completion or deletion never waits behind issuances
+        on_urgent=reconciler.list_now,  # and its jti is listed before any other work
         # Sharding: tasks of shards this replica does not hold are dropped while listing
         # (their events are dropped at the reconciler's entry, which checks owns() too).
         wanted=lambda t: (

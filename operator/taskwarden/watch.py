@@ -108,13 +108,14 @@ class EventSource:
         on_event: Callable[[str, Obj], Awaitable[None]],
         wanted: Callable[[Obj], bool] = lambda _: True,
         urgent: Callable[[str, Obj], bool] = lambda kind, _: kind == "DELETED",
+        on_urgent: Callable[[str, Obj], None] = lambda kind, obj: None,
         concurrency: int = 32,
         page_size: int = PAGE_SIZE,
     ) -> None:
         self.kube, self.plural = kube, plural
         self._scopes: tuple[str | None, ...] = tuple(namespaces) or (None,)
         self._on_listed, self._on_event, self._wanted = on_listed, on_event, wanted
-        self._urgent = urgent
+        self._urgent, self._on_urgent = urgent, on_urgent
         """Events that never wait for a worker (for tasks: the ones that end a credential)."""
         self._concurrency, self._page_size = concurrency, page_size
         self._rv: dict[str | None, str] = {}
@@ -270,6 +271,11 @@ class EventSource:
         64 workers took 5 s to revoke."""
         key = _key(_interned(obj))
         urgent = self._urgent(kind, obj)
+        if urgent:
+            try:  # before anything waits: for tasks, the jti goes on the revocation list now
+                self._on_urgent(kind, obj)
+            except Exception:
+                log.exception("%s %s/%s: the urgent hook failed", self.plural, *key)
         queue = self._queues.get(key)
         if queue is None:
             if urgent or self._working < MAX_WORKERS:

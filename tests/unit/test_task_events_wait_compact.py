@@ -115,13 +115,16 @@ def test_an_ending_task_never_waits_in_line(monkeypatch: pytest.MonkeyPatch) -> 
             on_listed=nothing,
             on_event=on_event,
             urgent=ending,
+            on_urgent=lambda kind, obj: hooked.append(obj["metadata"]["name"]),
         )
+        hooked: list[str] = []
         for i in range(10):
             source._dispatch("ADDED", task(i, rv=100 + i))
         done = task(7, rv=200)
         done["spec"]["completed"] = True
         source._dispatch("MODIFIED", done)  # t-007 was in line: goes now
         source._dispatch("DELETED", task(20, rv=300))  # new object, workers all busy: goes now
+        assert hooked == ["t-007", "t-020"], "the urgent hook runs at dispatch, before any work"
         await asyncio.sleep(0.01)
         assert started == [
             ("ADDED", "t-000"),
