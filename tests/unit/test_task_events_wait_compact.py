@@ -152,6 +152,7 @@ def test_which_task_events_end_a_credential() -> None:
     completed = {**live, "spec": {"completed": True}}
     assert ending("MODIFIED", completed)
     assert not ending("MODIFIED", {**completed, "status": {"phase": "Completed"}}), "done already"
+    assert not ending("DELETED", {**live, "status": {"phase": "Expired"}}), "holds nothing"
     revoked = {"metadata": {"annotations": {"taskwarden.dev/revoke": "leaked"}}, "spec": {}}
     assert ending("MODIFIED", revoked)
     deleting = {"metadata": {"deletionTimestamp": "2026-11-29T00:00:00Z"}, "spec": {}}

@@ -49,11 +49,12 @@ def meta(body: Body) -> tuple[str, str, str]:
 
 def ending(event_type: str, body: Body) -> bool:
     """Does this watch event end a live task (deleted, being deleted, completed, or revoked on
-    request)? Its credential must go now, so the event never waits behind issuances."""
-    if event_type == "DELETED":
-        return True
+    request)? Its credential must go now, so the event never waits behind issuances. A task
+    already in a terminal phase holds nothing (deleting 10,000 completed tasks is not urgent)."""
     if ((body.get("status") or {}).get("phase")) in names.TERMINAL:
         return False
+    if event_type == "DELETED":
+        return True
     md = body.get("metadata") or {}
     return bool(
         (body.get("spec") or {}).get("completed") is True
