@@ -224,9 +224,11 @@ class Reconciler:
             self.kube, self.index, self.settings.identity.trust_domain, body
         )
         stopped_at, verdict = checks.run(facts, now)
-        if verdict.reason == NO_MATCHING_POLICY:
+        if verdict.reason == NO_MATCHING_POLICY or stopped_at == checks.policy_allows.__name__:
             # A policy and its task applied together: the task's watch can be faster than the
-            # policies' (kopf's). A denial is final, so decide again on what the API holds.
+            # policies' (kopf's), and another policy of the namespace may already be indexed
+            # (ScopeNotCovered rather than NoMatchingPolicy). A denial is final, so decide again
+            # on what the API holds.
             await self._catch_up_policies(ns)
             facts = await gather.gather(
                 self.kube, self.index, self.settings.identity.trust_domain, body
