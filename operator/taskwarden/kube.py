@@ -487,19 +487,18 @@ class Kube:
         With `secret_type`, only Secrets of that type, and the API server sends metadata alone
         (PartialObjectMetadataList): no token or JWKS of 10,000 credentials is encoded, sent
         or parsed every sweep."""
-        if secret_type:
-            return await self._collect(
-                _at(CORE_V1, "secrets", ns),
-                lambda item: {"type": secret_type, "metadata": _brief_meta(item)},
-                label_selector,
-                field_selector=f"type={secret_type}",
-                accept=METADATA_LIST,
-            )
 
-        def meta(item: dict[str, Any]) -> dict[str, Any]:
-            return {"type": item.get("type"), "metadata": _brief_meta(item)}
+        def keep(item: dict[str, Any]) -> dict[str, Any]:
+            # a metadata-only item carries no type: it is the one selected
+            return {"type": item.get("type") or secret_type, "metadata": _brief_meta(item)}
 
-        return await self._collect(_at(CORE_V1, "secrets", ns), meta, label_selector)
+        return await self._collect(
+            _at(CORE_V1, "secrets", ns),
+            keep,
+            label_selector,
+            field_selector=f"type={secret_type}" if secret_type else "",
+            accept=METADATA_LIST if secret_type else JSON,
+        )
 
     async def get_configmap(self, ns: str, name: str) -> dict[str, Any] | None:
         return await self._get_or_none(_at(CORE_V1, "configmaps", ns, name))

@@ -26,6 +26,15 @@ def task(i: int, rv: int, uid: str | None = None) -> dict[str, Any]:
     }
 
 
+async def _drained(source: watch.EventSource) -> None:
+    """Let the loop run until nothing is pending and no worker is busy (100 turns at most)."""
+    for _ in range(100):
+        await asyncio.sleep(0)
+        if not source.pending:
+            break
+    assert not source.pending and source._working == 0
+
+
 def test_a_burst_waits_compact_and_is_handled_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(watch, "MAX_WORKERS", 4)
 
@@ -69,11 +78,7 @@ def test_a_burst_waits_compact_and_is_handled_in_order(monkeypatch: pytest.Monke
         assert len(source._queues) == 50, "4 in hand (their queues empty), 46 waiting"
         assert len(frozen) == len(waiting) == 46, "every waiting event is compact"
         gate.set()
-        for _ in range(100):
-            await asyncio.sleep(0)
-            if not source.pending:
-                break
-        assert not source.pending and source._working == 0
+        await _drained(source)
         assert most == 4
         assert started == [f"t-{i:03d}" for i in range(50)], "in order of arrival"
         by_name = {n: (k, rv) for k, n, rv in handled}
@@ -129,11 +134,7 @@ def test_an_ending_task_never_waits_in_line(monkeypatch: pytest.MonkeyPatch) -> 
         await asyncio.sleep(0.01)
         assert started == [("ADDED", "t-000"), ("ADDED", "t-001")], "the bound holds"
         gate.set()
-        for _ in range(100):
-            await asyncio.sleep(0)
-            if not source.pending:
-                break
-        assert not source.pending and source._working == 0
+        await _drained(source)
         names = [n for _, n in started]
         assert names[2:4] == ["t-020", "t-007"], "ending tasks first, the latest first"
         assert sorted(names) == sorted({*(f"t-{i:03d}" for i in range(10)), "t-020"})
