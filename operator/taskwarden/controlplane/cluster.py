@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -46,8 +47,36 @@ CONTROLLERS = ",".join(
 )
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port free now, for a server started later by another process. Drawn below
+    the kernel's ephemeral range: a port from bind(0) is an ephemeral one, and between this
+    call and the server's bind an outgoing connection of any process may take it as its local
+    port (seen in CI: a replica's webhook port held for minutes by a client connection).
+    Never the same port twice in one process."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(200) if low > 11000 else ():
+        port = rng.randrange(10000, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:  # no room below the ephemeral range
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
