@@ -38,6 +38,11 @@ revocation_lag = Histogram(
     "From the revocation trigger (completion, expiry, context change) to Secret gone, jti listed.",
     buckets=_LATENCY,
 )
+revocation_publish = Histogram(
+    "taskwarden_revocation_publish_seconds",
+    "From a revoked jti added to the revocation list to the ConfigMap write that holds it.",
+    buckets=_LATENCY,
+)
 admission_requests = Counter(
     "taskwarden_admission_requests", "Admission reviews answered.", ["webhook", "allowed"]
 )

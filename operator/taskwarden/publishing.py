@@ -215,7 +215,8 @@ class RevocationPublisher:
         metrics.revocation_list_capacity.set(settings.revocation_max_entries)
         self._rv: str | None = None
         self._dirty = asyncio.Event()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[tuple[float, asyncio.Future[None]]] = []
+        """(added at, resolved once the ConfigMap holds the jti) per revocation not yet written."""
 
     def __contains__(self, jti: object) -> bool:
         return jti in self.list
@@ -237,7 +238,7 @@ class RevocationPublisher:
             return fut
         self.list.add(jti, exp)
         metrics.revocation_list_entries.set(len(self.list))
-        self._waiters.append(fut)
+        self._waiters.append((self.clock(), fut))
         self._dirty.set()
         return fut
 
@@ -281,7 +282,9 @@ class RevocationPublisher:
             else:
                 raise RuntimeError("revocation list: too many write conflicts")
             metrics.revocation_list_entries.set(len(self.list))
-            for w in waiters:
+            written = self.clock()
+            for added, w in waiters:
+                metrics.revocation_publish.observe(max(0.0, written - added))
                 if not w.done():
                     w.set_result(None)
         except Exception as e:

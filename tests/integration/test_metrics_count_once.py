@@ -45,6 +45,7 @@ def test_one_issue_one_rotation_one_completion_move_each_metric_exactly_as_docum
 ) -> None:
     env = agent_env()
     before = snapshot(operator)
+    published = operator.metric("taskwarden_revocation_publish_seconds_count")
     task = env.task("life", credential_ttl="10s")
     # Issued, then the operator sees its own status and Secret events: still one of each.
     issued = {"issued": 1, "allow": 1, "attested": 1, "issuance": 1, "active": 1, "live": 1}
@@ -61,6 +62,9 @@ def test_one_issue_one_rotation_one_completion_move_each_metric_exactly_as_docum
     done = {**rotated, "completed": 1, "revoked": 1, "lag": 1}
     del done["active"], done["live"]  # back where they were
     h.wait_for(lambda: settled(operator, done, before), timeout=5, what="one completion")
+    # Its jti was published: once on the completion's arrival, and again (idempotent) by the
+    # revocation that also lists the task's other ledger entries.
+    assert operator.metric("taskwarden_revocation_publish_seconds_count") > published
 
 
 def test_a_denied_task_is_one_deny_and_nothing_else(
