@@ -39,7 +39,8 @@ from kubernetes import client
 
 import issuance
 import procmem
-from common import ROOT, Observer, environment, h, machine, median, pct
+import rotation
+from common import OP_NS, ROOT, Observer, environment, h, machine, median, pct
 from hotpath_report import report
 from taskwarden import controlplane, names
 
@@ -51,6 +52,37 @@ TTL = "2h"
 
 
 OPERATOR: list[h.OperatorProcess] = []
+REVWATCH: list[Path] = []
+"""The idle observer's output file (bench/revwatch.py), when one runs."""
+
+
+def _histogram(name: str) -> dict[float, float]:
+    """Cumulative bucket counts (le -> count) of an operator histogram."""
+    out: dict[float, float] = {}
+    if not OPERATOR:
+        return out
+    for line in OPERATOR[0].metrics().splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float(le)] = float(line.rpartition(" ")[2])
+    return out
+
+
+def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The q-quantile of the observations between two reads of a histogram, interpolated
+    linearly within its bucket (as PromQL's histogram_quantile)."""
+    les = sorted(after)
+    counts = [after[le] - before.get(le, 0.0) for le in les]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank, prev_le, prev_c = q * counts[-1], 0.0, 0.0
+    for le, c in zip(les, counts, strict=True):
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_c) / max(c - prev_c, 1e-9)
+        prev_le, prev_c = le, c
+    return les[-1]
 
 
 def operator_lag() -> tuple[float, float]:
@@ -294,9 +326,13 @@ def status_patches(api: client.ApiClient, n: int, naive_names: list[str]) -> dic
     }
 
 
-def revocation_burst(api: client.ApiClient, tw: System, n: int, run: int) -> dict[str, float]:
+def revocation_burst(
+    api: client.ApiClient, tw: System, n: int, run: int, pprof: Path | None = None
+) -> dict[str, float]:
     """n live tasks completed by 20 agents at once; lag = the completion patch returned -> the
-    task's jti on the published revocation list (and -> its Secret deleted), seen by watches."""
+    task's jti on the published revocation list (and -> its Secret deleted), seen by watches.
+    `pprof`: write a 10 s CPU profile of kube-apiserver taken over the burst there (the control
+    plane started with TASKWARDEN_CP_PROFILING=1)."""
     burst = [f"rv-r{run}-{i}" for i in range(n)]
     tw.run(burst, 20, wait=False)
     for name in burst:
@@ -310,7 +346,12 @@ def revocation_burst(api: client.ApiClient, tw: System, n: int, run: int) -> dic
         if t["metadata"]["name"] in want
     }
     marks: dict[str, float] = {}
+    walls: dict[str, float] = {}
     lag0 = operator_lag()
+    pub0 = _histogram("taskwarden_revocation_publish_seconds")
+    cpu0, t0 = cpu_now(), time.monotonic()
+    calls0 = rotation.api_requests(api)
+    profiling = rotation.apiserver_profile(api, 10, pprof) if pprof is not None else None
 
     def complete(i: int) -> None:
         agent = client.CustomObjectsApi(tw.agents[i])
@@ -319,6 +360,7 @@ def revocation_burst(api: client.ApiClient, tw: System, n: int, run: int) -> dic
                 h.GROUP, h.VERSION, TW_NS, "agenttasks", name, {"spec": {"completed": True}}
             )
             marks[name] = time.monotonic()
+            walls[name] = time.time()
 
     with ThreadPoolExecutor(20) as pool:
         list(pool.map(complete, range(20)))
@@ -333,7 +375,46 @@ def revocation_burst(api: client.ApiClient, tw: System, n: int, run: int) -> dic
         if f"{b}-credential" in obs.secret_deleted
     ]
     lag1 = operator_lag()
+    if profiling is not None:
+        profiling.join()
+    pub1 = _histogram("taskwarden_revocation_publish_seconds")
+    cpu1, wall = cpu_now(), time.monotonic() - t0
+    split: dict[str, float] = {}
+    if REVWATCH:
+        import revwatch
+
+        seen, on_list = revwatch.read(str(REVWATCH[0]))
+        arrive = [seen[b] - walls[b] for b in burst if b in seen]
+        idle_listed = [on_list[jtis[b]] - walls[b] for b in burst if jtis[b] in on_list]
+        after = [on_list[jtis[b]] - seen[b] for b in burst if b in seen and jtis[b] in on_list]
+        split = {
+            # an idle watcher in its own process: the completion's watch event arrives ...
+            "revoke.idle.completion_seen.50": pct(arrive, 50),
+            "revoke.idle.completion_seen.99": pct(arrive, 99),
+            # ... and the jti on the list arrives (the lag without the bench's GIL)
+            "revoke.idle.listed.50": pct(idle_listed, 50),
+            "revoke.idle.listed.99": pct(idle_listed, 99),
+            "revoke.idle.seen_to_listed.50": pct(after, 50),
+            "revoke.idle.seen_to_listed.99": pct(after, 99),
+        }
+    # CPU seconds each process spent during the burst (completions until the last listing),
+    # per second of it: 2.0 is both cores.
+    split.update({f"revoke.cpu.{k}": (cpu1[k] - cpu0[k]) / wall for k in cpu1 if k in cpu0})
+    split["revoke.wall_s"] = wall
+    # API requests per completion during the burst, by verb and resource (apiserver metrics)
+    calls1 = rotation.api_requests(api)
+    split.update(
+        {
+            f"revoke.calls.{k}": (v - calls0.get(k, 0.0)) / n
+            for k, v in calls1.items()
+            if v - calls0.get(k, 0.0) >= n / 10
+        }
+    )
     return {
+        **split,
+        # The operator's part of listing: event arrived -> the list write holding it returned.
+        "revoke.publish.50": _bucket_quantile(pub0, pub1, 0.5),
+        "revoke.publish.99": _bucket_quantile(pub0, pub1, 0.99),
         # The operator's own view (taskwarden_revocation_lag_seconds): from its reconcile of
         # the completion to listed and Secret deleted; the rest of the bench's lag is the
         # watch bringing the completion to it and the list back to the bench.
@@ -448,10 +529,17 @@ def main() -> None:
         "--py-spy", help="with --only-revocation: py-spy binary to profile the operator"
     )
     ap.add_argument(
+        "--pprof",
+        action="store_true",
+        help="with --only-revocation: a CPU profile of kube-apiserver over each burst",
+    )
+    ap.add_argument(
         "--skip-memory", action="store_true", help="latency rounds only (memory: profile_memory.py)"
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
+    if args.pprof:
+        os.environ["TASKWARDEN_CP_PROFILING"] = "1"  # read when the control plane starts
     if args.quick:
         args.repeats, args.tasks, args.concurrent_tasks = 1, 40, 160
         args.burst, args.live = 100, min(args.live, 1000)
@@ -497,58 +585,88 @@ def measure(args: argparse.Namespace, results: dict[str, Any]) -> None:
         tw.run(warm, 4)
         stamped = h.get(api, TW_NS, "agenttasks", "warm-0")["metadata"].get("annotations") or {}
         assert names.REQUESTER_ANNOTATION in stamped, "admission webhooks are not on"
-        results["secret_bytes"] = sizes = secret_sizes(api, TW_NS, "warm-0")
-        if args.only_revocation:  # the burst alone, repeated; py-spy on the operator if asked
-            rounds = results["rounds"] = []
-            for run in range(args.repeats):
-                spy = None
-                if args.py_spy:
-                    out = args.out / f"revocation-burst-{run}.speedscope.json"
-                    spy = subprocess.Popen(
-                        [
-                            args.py_spy,
-                            "record",
-                            "-p",
-                            str(op.proc.pid),
-                            "-r",
-                            "200",
-                            "-f",
-                            "speedscope",
-                            "-o",
-                            str(out),
-                            "--nonblocking",
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                r = revocation_burst(api, tw, args.burst, run)
-                if spy is not None:
-                    spy.send_signal(signal.SIGINT)
-                    spy.wait(60)
-                print(json.dumps({"run": run, **r}), flush=True)
-                rounds.append(r)
-            results["median"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
-            print(json.dumps(results["median"]), flush=True)
-            return
-        nop = procmem.naive_operator(cp.kubeconfig, op.workdir, json.dumps(sizes))
-        nop.start()
-        PROCS.update(cp.pids, taskwarden=op.proc.pid, naive=nop.pid, bench=os.getpid())
+        results["secret_bytes"] = secret_sizes(api, TW_NS, "warm-0")
+        PROCS.update(cp.pids, taskwarden=op.proc.pid, bench=os.getpid())
+        REVWATCH[:] = [args.out / f"revwatch-{os.getpid()}.txt"]
+        args.out.mkdir(parents=True, exist_ok=True)
+        watcher = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("revwatch.py")),
+                *(str(cp.kubeconfig), TW_NS, OP_NS, str(REVWATCH[0])),
+            ]
+        )
+        PROCS["revwatch"] = watcher.pid
         try:
-            naive.run(warm, 4)
-            issuance.floor(api, TW_NS, 20, 4, 99)
-            results["idle"] = {"taskwarden": idle(op.proc.pid), "naive": idle(nop.pid)}
-            rounds = results["rounds"] = []
-            for run in range(args.repeats):
-                rounds.append(latency_round(api, tw, naive, run, args))
-                results["median"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
-            if args.skip_memory:
-                return
-            results["memory"] = {"taskwarden": memory_taskwarden(op, tw, args.live)}
-            print(json.dumps(results["memory"]), flush=True)
-            if not args.skip_naive_memory:
-                results["memory"]["naive"] = memory_naive(nop, naive, args.live)
+            _measure(args, results, cp, api, op, tw, naive, warm)
         finally:
-            nop.stop()
+            watcher.terminate()
+            watcher.wait(10)
+            REVWATCH[0].unlink(missing_ok=True)
+
+
+def _measure(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    cp: controlplane.ControlPlane,
+    api: client.ApiClient,
+    op: h.OperatorProcess,
+    tw: System,
+    naive: System,
+    warm: list[str],
+) -> None:
+    if args.only_revocation:  # the burst alone, repeated; py-spy on the operator if asked
+        rounds = results["rounds"] = []
+        for run in range(args.repeats):
+            spy = None
+            if args.py_spy:
+                out = args.out / f"revocation-burst-{run}.speedscope.json"
+                spy = subprocess.Popen(
+                    [
+                        args.py_spy,
+                        "record",
+                        "-p",
+                        str(op.proc.pid),
+                        "-r",
+                        "200",
+                        "-f",
+                        "speedscope",
+                        "-o",
+                        str(out),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            prof = args.out / f"revocation-burst-{run}.pprof" if args.pprof else None
+            r = revocation_burst(api, tw, args.burst, run, prof)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+            print(json.dumps({"run": run, **r}), flush=True)
+            rounds.append(r)
+        results["median"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
+        print(json.dumps(results["median"]), flush=True)
+        return
+    nop = procmem.naive_operator(cp.kubeconfig, op.workdir, json.dumps(results["secret_bytes"]))
+    nop.start()
+    PROCS["naive"] = nop.pid
+    try:
+        naive.run(warm, 4)
+        issuance.floor(api, TW_NS, 20, 4, 99)
+        results["idle"] = {"taskwarden": idle(op.proc.pid), "naive": idle(nop.pid)}
+        rounds = results["rounds"] = []
+        for run in range(args.repeats):
+            rounds.append(latency_round(api, tw, naive, run, args))
+            results["median"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
+        if args.skip_memory:
+            return
+        results["memory"] = {"taskwarden": memory_taskwarden(op, tw, args.live)}
+        print(json.dumps(results["memory"]), flush=True)
+        if not args.skip_naive_memory:
+            results["memory"]["naive"] = memory_naive(nop, naive, args.live)
+    finally:
+        nop.stop()
 
 
 if __name__ == "__main__":
