@@ -81,11 +81,12 @@ class LifecycleSettings:
     """Seconds to coalesce revocation-list writes; bounds revocation lag from above."""
     revocation_max_entries: int = 10000
     api_workers: int = 32
+    """Kubernetes API requests in flight at once on the main connection pool (kube.py;
+    TASKWARDEN_API_WORKERS). The revocation list has two slots of its own besides."""
     rotation_concurrency: int = 16
     """Rotations in flight at once (TASKWARDEN_ROTATION_CONCURRENCY). When more are due, the
     credential that expires first is renewed first (tasks/scheduler.py), and the other API
     threads stay free for first issuance and revocation."""
-    """Kubernetes API requests in flight at once on the main connection pool (kube.py)."""
     test_crash_after: str = ""
     """Tests only (TASKWARDEN_TEST_CRASH_AFTER): `ledger` exits the process right after the
     first ledger write of an issuance, before status and Secret: a crash at the worst moment."""
@@ -212,12 +213,14 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         revocation_max_entries=_env_int(env, "TASKWARDEN_REVOCATION_MAX_ENTRIES", 10000),
         test_crash_after=env.get("TASKWARDEN_TEST_CRASH_AFTER", ""),
         rotation_concurrency=_env_int(env, "TASKWARDEN_ROTATION_CONCURRENCY", 16),
+        api_workers=_env_int(env, "TASKWARDEN_API_WORKERS", 32),
     )
-    if lifecycle.rotation_concurrency < 1:
-        raise ValueError(
-            "TASKWARDEN_ROTATION_CONCURRENCY must be at least 1, got "
-            f"{lifecycle.rotation_concurrency}"
-        )
+    for var, value in (
+        ("TASKWARDEN_ROTATION_CONCURRENCY", lifecycle.rotation_concurrency),
+        ("TASKWARDEN_API_WORKERS", lifecycle.api_workers),
+    ):
+        if value < 1:
+            raise ValueError(f"{var} must be at least 1, got {value}")
     server = ServerSettings(
         metrics_port=_as_int(
             ov.pop("metrics_port", None) or _env_int(env, "TASKWARDEN_METRICS_PORT", 9090)
