@@ -284,6 +284,13 @@ def secret_sizes(api: client.ApiClient, ns: str, name: str) -> dict[str, int]:
 # --------------------------------------------------------------------------- measurements
 
 
+def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Per key, the median over the rounds that measured it (a round may lack a key: the
+    API request counts list only the kinds that round made)."""
+    keys = dict.fromkeys(k for r in rounds for k in r)
+    return {k: median([r[k] for r in rounds if k in r]) for k in keys}
+
+
 def summary(prefix: str, r: dict[str, Any], ps: tuple[int, ...] = (50, 99)) -> dict[str, float]:
     out = {f"{prefix}.{p}": pct(r["issued"], p) for p in ps}
     out.update({f"{prefix}.e2e{p}": pct(r["e2e"], p) for p in ps})
@@ -645,7 +652,7 @@ def _measure(
                 spy.wait(60)
             print(json.dumps({"run": run, **r}), flush=True)
             rounds.append(r)
-        results["median"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
+        results["median"] = medians(rounds)
         print(json.dumps(results["median"]), flush=True)
         return
     nop = procmem.naive_operator(cp.kubeconfig, op.workdir, json.dumps(results["secret_bytes"]))
@@ -658,7 +665,7 @@ def _measure(
         rounds = results["rounds"] = []
         for run in range(args.repeats):
             rounds.append(latency_round(api, tw, naive, run, args))
-            results["median"] = {k: median([r[k] for r in rounds]) for k in rounds[0]}
+            results["median"] = medians(rounds)
         if args.skip_memory:
             return
         results["memory"] = {"taskwarden": memory_taskwarden(op, tw, args.live)}
