@@ -48,6 +48,13 @@ URGENT_SLOTS = 2
 delay: the revocation list (one writer at a time already). Under a burst of 500 completions
 its write queued behind the burst's own Secret deletes and status patches (revocation lag p99
 1.9 s in bench/hotpath.py); it does not wait for them now."""
+YIELD_SLOTS = 8
+"""Ordinary requests that may start while `Kube.yielding()` says a revocation waits to be
+listed (those already in flight go on). In a burst of 500 completions on 2 cores the API server
+is saturated by the completions themselves; with all 32 slots busy with the operator's own
+follow-ups (Secret deletes, status writes, Events, ledger) the completions and the list write
+reached the API server later: listing p99 2.3 s, vs 1.0 s with 8 (bench/RESULTS.md). Issuance
+outside such moments keeps every slot."""
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
 Headers = Callable[[], dict[str, str]]
 
@@ -185,6 +192,10 @@ class Kube:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(self._workers)
         self._urgent = asyncio.Semaphore(URGENT_SLOTS)
+        self._yield = asyncio.Semaphore(min(YIELD_SLOTS, self._workers))
+        self.yielding: Callable[[], bool] = lambda: False
+        """True while ordinary requests should give way (runtime.py: a revocation not yet
+        listed); new ones then share YIELD_SLOTS."""
 
     def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -196,6 +207,7 @@ class Kube:
             )
             self._loop, self._slots = loop, asyncio.Semaphore(self._workers)
             self._urgent = asyncio.Semaphore(URGENT_SLOTS)
+            self._yield = asyncio.Semaphore(min(YIELD_SLOTS, self._workers))
         return self._http
 
     def _options(self, headers: dict[str, str]) -> dict[str, Any]:
@@ -234,7 +246,8 @@ class Kube:
         accept: str = JSON,
     ) -> bytes:
         """The raw response body of a 2xx answer; any other status raises ApiError. An
-        `urgent` request does not queue behind the `workers` slots (see URGENT_SLOTS)."""
+        `urgent` request does not queue behind the `workers` slots (see URGENT_SLOTS); an
+        ordinary one that starts while `yielding()` also takes one of YIELD_SLOTS."""
         http = self._session()
         headers: dict[str, str] = {"Accept": accept}
         data = None
@@ -243,6 +256,7 @@ class Kube:
             headers["Content-Type"] = content_type
         async with (
             self._urgent if urgent else self._slots,
+            self._yield if not urgent and self.yielding() else contextlib.nullcontext(),
             http.request(
                 method,
                 self.cluster.server + path,

@@ -216,10 +216,17 @@ class RevocationPublisher:
         self._rv: str | None = None
         self._dirty = asyncio.Event()
         self._waiters: list[tuple[float, asyncio.Future[None]]] = []
+        self._writing = 0
+        """Waiters of the write in flight."""
         """(added at, resolved once the ConfigMap holds the jti) per revocation not yet written."""
 
     def __contains__(self, jti: object) -> bool:
         return jti in self.list
+
+    @property
+    def pending(self) -> bool:
+        """Is a revoked jti waiting to be listed (added, its write not yet returned)?"""
+        return bool(self._waiters) or self._writing > 0
 
     async def load(self) -> None:
         cm = await self.kube.get_configmap(self.namespace, REVOCATIONS_CONFIGMAP)
@@ -257,6 +264,7 @@ class RevocationPublisher:
 
     async def flush(self) -> None:
         waiters, self._waiters = self._waiters, []
+        self._writing = len(waiters)
         try:
             self.list.prune(self.clock())
             await self._bound()
@@ -291,6 +299,8 @@ class RevocationPublisher:
             self._waiters.extend(waiters)  # retried on the next flush
             self._dirty.set()
             raise e
+        finally:
+            self._writing = 0
 
     async def _bound(self) -> None:
         """Over capacity: retire every signing key, then (once verifiers have dropped those

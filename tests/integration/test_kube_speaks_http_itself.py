@@ -174,3 +174,65 @@ def test_an_urgent_write_does_not_queue_behind_the_workers(
     core = client.CoreV1Api(api)
     assert core.read_namespaced_config_map("urgent", namespace).metadata.name == "urgent"
     assert core.read_namespaced_config_map("normal", namespace).metadata.name == "normal"
+
+
+def test_while_a_revocation_waits_to_be_listed_other_writes_give_way(
+    api: client.ApiClient, namespace: str, monkeypatch: Any
+) -> None:
+    """kube.YIELD_SLOTS: while `yielding()` (a revoked jti not yet listed), a new ordinary
+    request also needs one of the yield slots (here one, held by a WATCH kept open by the
+    server), even with worker slots free; once nothing waits to be listed, a new request goes
+    at once. The publisher says when a jti waits: from `add` until its write returned."""
+    from taskwarden import kube as kube_mod
+    from taskwarden.config import LifecycleSettings
+    from taskwarden.publishing import RevocationPublisher
+
+    monkeypatch.setattr(kube_mod, "YIELD_SLOTS", 1)
+
+    def cm(name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": namespace}}
+
+    async def scenario() -> dict[str, bool]:
+        kube = kube_mod.Kube(api.configuration, workers=4)
+        listing = [True]
+        kube.yielding = lambda: listing[0]
+        try:
+            holder = asyncio.create_task(
+                kube.request(
+                    "GET",
+                    f"/api/v1/namespaces/{namespace}/configmaps",
+                    params={"watch": "1", "timeoutSeconds": "20"},
+                )
+            )
+            await asyncio.sleep(0.5)  # the holder has a worker slot and the yield slot
+            gives_way = asyncio.create_task(kube.create_configmap(namespace, cm("gives-way")))
+            await asyncio.sleep(2.0)  # ample for a create on a free slot
+            seen = {"gave_way": not gives_way.done()}
+            listing[0] = False  # the list is written: a new request does not yield
+            await kube.create_configmap(namespace, cm("after"))
+            seen["still_waiting"] = not gives_way.done()
+            await asyncio.gather(holder, gives_way, return_exceptions=True)
+            seen["done_in_the_end"] = gives_way.done() and gives_way.exception() is None
+
+            publisher = RevocationPublisher(kube, namespace, LifecycleSettings())
+            await publisher.load()
+            seen["idle"] = not publisher.pending
+            listed = publisher.add("jti-1", 4102444800.0)
+            seen["pending_once_added"] = publisher.pending
+            await publisher.flush()
+            seen["listed"] = listed.done() and not publisher.pending
+            return seen
+        finally:
+            await kube.aclose()
+
+    seen = asyncio.run(scenario())
+    assert seen == {
+        "gave_way": True,
+        "still_waiting": True,
+        "done_in_the_end": True,
+        "idle": True,
+        "pending_once_added": True,
+        "listed": True,
+    }
+    data = client.CoreV1Api(api).read_namespaced_config_map("taskwarden-revocations", namespace)
+    assert "jti-1" in data.data["revocations.json"]
