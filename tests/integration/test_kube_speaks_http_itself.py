@@ -137,6 +137,18 @@ def test_a_service_account_token_and_token_file(
         assert out["kubernetes_imported"] == []
 
 
+def _hold_a_slot(kube: Any, namespace: str) -> asyncio.Task[Any]:
+    """A request that keeps its slot for 20 s: a WATCH made through `request`, which the
+    server keeps open."""
+    return asyncio.create_task(
+        kube.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/configmaps",
+            params={"watch": "1", "timeoutSeconds": "20"},
+        )
+    )
+
+
 def test_an_urgent_write_does_not_queue_behind_the_workers(
     api: client.ApiClient, namespace: str
 ) -> None:
@@ -148,13 +160,7 @@ def test_an_urgent_write_does_not_queue_behind_the_workers(
     async def scenario() -> dict[str, bool]:
         kube = Kube(api.configuration, workers=1)
         try:
-            holder = asyncio.create_task(
-                kube.request(
-                    "GET",
-                    f"/api/v1/namespaces/{namespace}/configmaps",
-                    params={"watch": "1", "timeoutSeconds": "20"},
-                )
-            )
+            holder = _hold_a_slot(kube, namespace)
             await asyncio.sleep(0.5)  # the holder has its slot (its request is out)
             body = {"metadata": {"name": "urgent", "namespace": namespace}}
             normal = asyncio.create_task(
@@ -179,15 +185,16 @@ def test_an_urgent_write_does_not_queue_behind_the_workers(
 def test_while_a_revocation_waits_to_be_listed_other_writes_give_way(
     api: client.ApiClient, namespace: str, monkeypatch: Any
 ) -> None:
-    """kube.YIELD_SLOTS: while `yielding()` (a revoked jti not yet listed), a new ordinary
+    """kubehttp.YIELD_SLOTS: while `yielding()` (a revoked jti not yet listed), a new ordinary
     request also needs one of the yield slots (here one, held by a WATCH kept open by the
     server), even with worker slots free; once nothing waits to be listed, a new request goes
     at once. The publisher says when a jti waits: from `add` until its write returned."""
     from taskwarden import kube as kube_mod
+    from taskwarden import kubehttp
     from taskwarden.config import LifecycleSettings
     from taskwarden.publishing import RevocationPublisher
 
-    monkeypatch.setattr(kube_mod, "YIELD_SLOTS", 1)
+    monkeypatch.setattr(kubehttp, "YIELD_SLOTS", 1)
 
     def cm(name: str) -> dict[str, Any]:
         return {"metadata": {"name": name, "namespace": namespace}}
@@ -197,13 +204,7 @@ def test_while_a_revocation_waits_to_be_listed_other_writes_give_way(
         listing = [True]
         kube.yielding = lambda: listing[0]
         try:
-            holder = asyncio.create_task(
-                kube.request(
-                    "GET",
-                    f"/api/v1/namespaces/{namespace}/configmaps",
-                    params={"watch": "1", "timeoutSeconds": "20"},
-                )
-            )
+            holder = _hold_a_slot(kube, namespace)
             await asyncio.sleep(0.5)  # the holder has a worker slot and the yield slot
             gives_way = asyncio.create_task(kube.create_configmap(namespace, cm("gives-way")))
             await asyncio.sleep(2.0)  # ample for a create on a free slot
