@@ -81,7 +81,7 @@ class LifecycleSettings:
     """Seconds to coalesce revocation-list writes; bounds revocation lag from above."""
     revocation_max_entries: int = 10000
     api_workers: int = 32
-    """Kubernetes API requests in flight at once on the main connection pool (kube.py;
+    """Kubernetes API requests in flight at once on the main connection pool (kubehttp.py;
     TASKWARDEN_API_WORKERS). The revocation list has two slots of its own besides."""
     rotation_concurrency: int = 16
     """Rotations in flight at once (TASKWARDEN_ROTATION_CONCURRENCY). When more are due, the

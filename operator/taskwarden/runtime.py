@@ -229,7 +229,7 @@ async def build(settings: config.Settings) -> Runtime:
         retire_keys=keys.emergency_rotate,
         key_propagation=settings.keys.publish_delay,
     )
-    # While a revoked jti waits to be listed, the operator's other writes give way (kube.py
+    # While a revoked jti waits to be listed, the operator's other writes give way (kubehttp.py
     # YIELD_SLOTS): in a burst of completions the API server is the bottleneck.
     kube.yielding = lambda: revocations.pending
     ledger = Ledger(kube, op_ns, settings.sharding.shards)  # sharding (h5): one writer each
